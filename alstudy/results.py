@@ -1,0 +1,114 @@
+"""Tidy results: atomic CSV writing, reading, and per-run summaries (final, best, AUBC).
+
+One row per (run, strategy, seed, cycle, metric)::
+
+    experiment, run_id, dataset, model, strategy, seed, cycle, n_labeled, metric, value
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
+           "summarize", "summary_table", "aubc"]
+
+COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
+           "metric", "value"]
+
+#: Whether larger (``max``) or smaller (``min``) is better; timing metrics are not summarised.
+METRIC_GOAL = {"accuracy": "max", "mae": "min"}
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename (never a truncated file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a DataFrame as CSV atomically (temp file + rename)."""
+    atomic_write_text(frame.to_csv(index=False), path)
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """Read one ``metrics.csv`` or every ``metrics.csv`` under a folder, concatenated."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("metrics.csv"))
+    frames = [pd.read_csv(f) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def aubc(n_labeled: np.ndarray, values: np.ndarray) -> float:
+    """Area under the budget curve, normalised by the budget range (trapezoid rule).
+
+    Equals the mean value over the labeled-set sizes spanned; a single point returns itself.
+    """
+    order = np.argsort(n_labeled)
+    x, y = np.asarray(n_labeled, float)[order], np.asarray(values, float)[order]
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0 / (x[-1] - x[0]))
+
+
+def summarize(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Per (strategy, seed): the final-round value, the best over rounds and the AUBC.
+
+    Args:
+        frame: Tidy results.
+        metric: Metric to summarise (default: the first of ``accuracy``/``mae`` present).
+
+    Returns:
+        Columns ``experiment, run_id, dataset, model, strategy, seed, metric, final, best, aubc,
+        cycles``.
+    """
+    metric = metric or next((m for m in METRIC_GOAL if m in set(frame["metric"])), None)
+    if metric is None:
+        raise ValueError(f"no summarisable metric in {sorted(set(frame['metric']))}")
+    goal = METRIC_GOAL.get(metric, "max")
+    rows = []
+    keys = [k for k in ["experiment", "run_id", "dataset", "model", "strategy", "seed"] if k in frame]
+    for key, grp in frame[frame["metric"] == metric].groupby(keys, sort=True):
+        grp = grp.sort_values("cycle")
+        vals = grp["value"].to_numpy(float)
+        rows.append(dict(zip(keys, key), metric=metric, final=vals[-1],
+                         best=vals.max() if goal == "max" else vals.min(),
+                         aubc=aubc(grp["n_labeled"].to_numpy(), vals), cycles=int(grp["cycle"].max())))
+    return pd.DataFrame(rows)
+
+
+def summary_table(frame: pd.DataFrame, metric: str | None = None,
+                  by: tuple[str, ...] = ("strategy",), precision: int = 4) -> pd.DataFrame:
+    """Mean ± std over seeds of final, best-over-rounds and AUBC, one row per ``by`` group.
+
+    Returns:
+        A DataFrame with numeric ``*_mean``/``*_std`` columns plus formatted ``final``, ``best``,
+        ``aubc`` strings (``"0.9120 ± 0.0040"``) and ``seeds``.
+    """
+    per_run = summarize(frame, metric)
+    out = []
+    for key, grp in per_run.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key), seeds=len(grp))
+        for col in ("final", "best", "aubc"):
+            mean, std = grp[col].mean(), grp[col].std(ddof=1) if len(grp) > 1 else 0.0
+            row[f"{col}_mean"], row[f"{col}_std"] = mean, std
+            row[col] = f"{mean:.{precision}f} ± {std:.{precision}f}"
+        out.append(row)
+    return pd.DataFrame(out)
