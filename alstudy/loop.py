@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import data as data_mod
 from . import models, params as params_mod, pool as pool_mod, strategies
@@ -175,7 +175,8 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
 
     units = [(label, seed) for label in built for seed in p["seeds"]]
     todo = [(l, s) for l, s in units if not (out / "units" / f"{_unit_stem(l, s)}.csv").exists()]
-    bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"])
+    bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"],
+               mininterval=2.0)
     for label, seed in todo:
         metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
         stem = _unit_stem(label, seed)

@@ -65,16 +65,18 @@ class SmallCNN(ALModel):
 
     conv(1→32, k5) → maxpool 2 → ReLU → conv(32→64, k5) → maxpool 2 → ReLU → fc(·→128) → ReLU
     is f; an optional dropout and fc(128→C) is g. For 28×28 inputs the flattened size is
-    64·4·4 = 1024 as in the paper.
+    64·4·4 = 1024 as in the paper. Inputs smaller than 16×16 (e.g. 8×8 digits) get
+    "same" padding so that both 5×5 convolutions fit.
     """
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, width: int = 32,
                  hidden: int = 128, dropout: float = 0.0):
         super().__init__()
         c, h, w = input_shape
+        pad = 0 if min(h, w) >= 16 else 2
         self.conv = nn.Sequential(
-            nn.Conv2d(c, width, 5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(c, width, 5, padding=pad), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 5, padding=pad), nn.MaxPool2d(2), nn.ReLU(),
         )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, c, h, w)).numel()

@@ -12,13 +12,14 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-__all__ = ["SCHEMA", "ParamError", "defaults", "validate", "load", "run_id", "strategy_specs",
+__all__ = ["SCHEMA", "ParamError", "defaults", "validate", "load", "run_id", "strategy_specs", "collect", "check_keys", "check_against_data",
            "describe"]
 
 
@@ -28,6 +29,8 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
+    """One parameter: default, accepted types, allowed values in words and as a check."""
+
     default: Any
     types: tuple[type, ...]
     allowed: str
@@ -112,7 +115,7 @@ SCHEMA: dict[str, Field] = {
                     "auto = CUDA when present", semantic=False),
     "threads": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
                      "torch CPU threads (null = torch default)", semantic=False),
-    "results_dir": Field("results", _STR, "a folder", lambda v: bool(v), "results root",
+    "results_dir": Field(os.environ.get("ALSTUDY_RESULTS", "results"), _STR, "a folder", lambda v: bool(v), "results root",
                          semantic=False),
     "run_id": Field(None, _STR + _NONE, "a folder name or null (derived from the params)",
                     lambda v: v is None or (bool(v) and "/" not in v), "run folder name",
@@ -293,3 +296,36 @@ def semantic_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = [k for k, f in SCHEMA.items() if f.semantic]
     return json.dumps({k: a.get(k) for k in keys}, sort_keys=True, default=str) == \
         json.dumps({k: b.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+#: Names an IPython namespace always has; never parameters.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def collect(namespace: dict[str, Any], before: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The parameters a notebook defined: names added to ``namespace`` since ``before``.
+
+    Notebooks take ``_before = set(globals())`` in their import cell, then define parameters
+    (the ``parameters`` cell plus whatever papermill injects) and call
+    ``params.collect(globals(), _before)``. A mistyped injected name shows up here and is then
+    rejected by :func:`validate` (papermill itself only warns).
+    """
+    import types
+
+    return {k: v for k, v in namespace.items()
+            if k not in before and not k.startswith("_") and k not in _IPYTHON_NAMES
+            and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
+
+
+def check_keys(given: dict[str, Any], allowed: dict[str, Any], where: str = "notebook") -> dict[str, Any]:
+    """Reject keys of ``given`` not in ``allowed`` (for notebooks with their own parameters).
+
+    Returns:
+        ``allowed`` updated with ``given``.
+    """
+    unknown = [k for k in given if k not in allowed]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, allowed, n=1)) else "")
+                 for k in unknown]
+        raise ParamError(f"{where}: unknown parameter(s) {', '.join(hints)}; valid: {sorted(allowed)}")
+    return {**allowed, **given}

@@ -39,8 +39,8 @@ __all__ = [
 ]
 
 # Upper bound on the number of elements of one [N, m] block when distances to
-# a set of centres are computed chunk by chunk (2**24 float32 = 64 MiB).
-_CHUNK_ELEMENTS = 1 << 24
+# a set of centres are computed chunk by chunk (2**23 float32 = 32 MiB).
+_CHUNK_ELEMENTS = 1 << 23
 
 
 # --------------------------------------------------------------------------- #
@@ -79,7 +79,8 @@ def _check_X(X, name="X"):
         )
     if X.dtype != torch.float64:
         X = X.to(torch.float32)
-    if X.numel() and not bool(torch.isfinite(X).all()):
+    # amax/amin propagate NaN and expose +-inf without allocating an [N, D] mask
+    if X.numel() and not (math.isfinite(float(X.amax())) and math.isfinite(float(X.amin()))):
         n_bad = int((~torch.isfinite(X)).sum())
         raise ValueError(f"{name} contains {n_bad} non-finite values (NaN/inf); all must be finite")
     return X
@@ -192,6 +193,23 @@ def _dist_to_row(X, c):
     return torch.cdist(X, c, compute_mode="donot_use_mm_for_euclid_dist")[:, 0]  # [N, 1] -> [N]
 
 
+def _row_sq_norms(X):
+    """Exact (sum of squares) squared row norms, in row chunks of bounded size.
+
+    Args:
+        X: [N, D] float tensor.
+
+    Returns:
+        Tensor: [N] ``sum_d X[n, d]**2``; temporaries are at most
+        ``_CHUNK_ELEMENTS`` elements instead of a full [N, D] copy.
+    """
+    rows = max(1, _CHUNK_ELEMENTS // max(X.shape[1], 1))  # rows per [rows, D] temporary
+    out = X.new_empty(X.shape[0])  # [N]
+    for s in range(0, X.shape[0], rows):
+        out[s : s + rows] = X[s : s + rows].square().sum(dim=1)
+    return out
+
+
 def _min_dist_to_centers(X, C):
     """Distance of each row of X to its nearest row of C, chunked over C.
 
@@ -204,11 +222,15 @@ def _min_dist_to_centers(X, C):
     """
     n = X.shape[0]
     m = max(1, _CHUNK_ELEMENTS // max(n, 1))  # centres per chunk -> [N, m] block
-    out = torch.full((n,), math.inf, dtype=X.dtype, device=X.device)  # [N]
+    x_sq = _row_sq_norms(X)[:, None]  # [N, 1]
+    out = torch.full((n,), math.inf, dtype=X.dtype, device=X.device)  # [N], min squared distance
     for s in range(0, C.shape[0], m):
-        block = torch.cdist(X, C[s : s + m], compute_mode="use_mm_for_euclid_dist")  # [N, m]
+        Cb = C[s : s + m]  # [m, D]
+        # ||x||^2 - 2 x.c + ||c||^2, in place on the single [N, m] block (no copy of X,
+        # unlike torch.cdist's matmul mode, which concatenates X with its norms)
+        block = (X @ Cb.T).mul_(-2).add_(x_sq).add_(_row_sq_norms(Cb))  # [N, m]
         torch.minimum(out, block.amin(dim=1), out=out)
-    return out
+    return out.clamp_min_(0).sqrt_()
 
 
 def kcenter_greedy(X, budget, centers=None):
@@ -224,7 +246,7 @@ def kcenter_greedy(X, budget, centers=None):
         the official NoiseStability code).
       * ``centers`` [M, D]: already chosen points (e.g. labeled-set
         embeddings, the Core-Set k-center); initial distances are computed
-        against them in chunks of at most ~2**24 distances. With M == 0 every
+        against them in chunks of at most ~2**23 distances. With M == 0 every
         initial distance is +inf, so the first pick is index 0.
 
     Per-pick distances (and the origin start) use ``torch.cdist`` in direct
@@ -385,7 +407,7 @@ def kmeanspp(X, budget, generator, first="random"):
         raise ValueError(f"first must be 'random' or 'max_norm', got {first!r}")
     if budget == 0:
         return torch.empty(0, dtype=torch.long)
-    first_index = int(torch.argmax(X.square().sum(dim=1))) if first == "max_norm" else None
+    first_index = int(torch.argmax(_row_sq_norms(X))) if first == "max_norm" else None
 
     return kmeanspp_from_sqdist(
         lambda i: _dist_to_row(X, X[i : i + 1]).square(), n, budget, generator, first_index=first_index

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .optim import SAM
 
@@ -62,6 +62,8 @@ class TrainingHook(Protocol):
 
     ``loss`` receives the model output, its inner blocks (``model.intermediates``), the
     per-sample task losses ``[B]`` and the epoch, and returns a scalar added to the task loss.
+    A hook may also define ``setup(cfg)``; :func:`fit` calls it once with the
+    :class:`TrainConfig` before training (e.g. to read the number of epochs).
     """
 
     module: nn.Module
@@ -136,6 +138,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     model.to(device).train()
     params = list(model.parameters())
     if hook is not None:
+        if hasattr(hook, "setup"):
+            hook.setup(cfg)
         hook.module.to(device).train()
         params += list(hook.module.parameters())
     opt = _make_optimizer(params, cfg)

@@ -1,0 +1,70 @@
+"""Figures from tidy results, written by name through one entry point, :func:`savefig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["savefig", "learning_curve", "ablation_curve", "METRIC_LABELS"]
+
+METRIC_LABELS = {"accuracy": "test accuracy", "mae": "test MAE", "select_seconds": "selection time [s]",
+                 "train_seconds": "training time [s]"}
+
+
+def savefig(fig: plt.Figure, name: str, folder: str | Path = "results/figures", dpi: int = 150) -> Path:
+    """Save ``fig`` as ``<folder>/<name>.png`` (the one way figures are written) and return the path."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "strategy",
+                   ax: plt.Axes | None = None, title: str | None = None) -> plt.Figure:
+    """Metric vs number of labels: mean over seeds with a 95% bootstrap band (fixed seed).
+
+    Args:
+        frame: Tidy results (one or more strategies and seeds).
+        metric: ``accuracy`` / ``mae`` / ... (default: the first of accuracy, mae present).
+        hue: Column distinguishing the curves.
+        ax: Axes to draw on (a new figure otherwise).
+        title: Axes title.
+
+    Returns:
+        The figure.
+    """
+    metric = metric or next(m for m in ("accuracy", "mae") if m in set(frame["metric"]))
+    sub = frame[frame["metric"] == metric]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=sub, x="n_labeled", y="value", hue=hue, style=hue, markers=True, dashes=False,
+                 errorbar=("ci", 95), seed=0, ax=ax)
+    ax.set_xlabel("labeled examples")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    ax.legend(title=hue, frameon=False)
+    return ax.figure
+
+
+def ablation_curve(frame: pd.DataFrame, value_col: str, metric: str | None = None,
+                   ax: plt.Axes | None = None, title: str | None = None, log_x: bool = False) -> plt.Figure:
+    """Paper-style ablation plot: metric vs the ablated value, one colour per cycle."""
+    metric = metric or next(m for m in ("accuracy", "mae") if m in set(frame["metric"]))
+    sub = frame[frame["metric"] == metric]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=sub, x=value_col, y="value", hue="cycle", palette="viridis", marker="o",
+                 errorbar=("ci", 95), seed=0, ax=ax)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(value_col)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax.figure
