@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alstudy-installed
-EXTRAS ?= notebooks,test
+EXTRAS ?= notebooks,test,dask
 
 .PHONY: setup data study test lab figures
 

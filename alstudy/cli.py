@@ -1,4 +1,4 @@
-"""Command line: ``alstudy run | notebook | datasets | strategies``.
+"""Command line: ``alstudy run | notebook | batch | collect | figures | datasets | strategies``.
 
 ``alstudy run params/<file>.yaml [-p key value ...]`` runs the AL loop directly;
 ``alstudy notebook <name> [-f preset.yaml] [-p key value ...]`` executes
@@ -9,8 +9,6 @@ Values given with ``-p`` are parsed as YAML (``-p seeds "[0, 1, 2]"``, ``-p lr 1
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,67 +17,15 @@ import yaml
 
 from . import params as params_mod
 
-NOTEBOOK_DIR = Path("notebooks")
-
-
-def _overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
-    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
-
-
-def _notebook_path(name: str) -> Path:
-    path = Path(name)
-    if path.suffix != ".ipynb":
-        path = NOTEBOOK_DIR / f"{name}.ipynb"
-    if not path.exists():
-        have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-        raise params_mod.ParamError(f"notebook {name!r} not found; available: {have}")
-    return path
-
-
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """Defaults of a notebook's ``parameters`` cell (plain assignments, evaluated)."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise params_mod.ParamError(f"{path} must have exactly one cell tagged 'parameters'")
-    namespace: dict[str, Any] = {}
-    exec(compile(cells[0].source, str(path), "exec"), {}, namespace)  # noqa: S102 - our notebooks
-    return {k: v for k, v in namespace.items() if not k.startswith("_")}
-
-
-def notebook_run_dir(path: Path, given: dict[str, Any]) -> Path:
-    """Folder the notebook's results go to, computed exactly as the notebook computes it."""
-    from . import loop
-
-    defaults = notebook_parameters(path)
-    if set(defaults) <= set(params_mod.SCHEMA):  # an AL-loop notebook: the schema decides
-        try:
-            return loop.run_dir(params_mod.validate({**defaults, **given}))
-        except params_mod.ParamError as err:
-            raise params_mod.ParamError(f"{path}: {err}") from None
-    merged = params_mod.check_keys(given, defaults, where=str(path))
-    digest = hashlib.sha1(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    base = Path(merged.get("results_dir", "results")) / merged.get("experiment", path.stem)
-    return base / (merged.get("run_id") or f"{path.stem}-{digest}")
-
-
 def cmd_notebook(args: argparse.Namespace) -> int:
     """Execute a notebook with papermill into its results folder."""
-    import papermill as pm
+    from . import notebooks
 
-    path = _notebook_path(args.name)
     given: dict[str, Any] = {}
     for preset in args.file or []:
         given.update(yaml.safe_load(Path(preset).read_text()) or {})
     given.update(_overrides(args.param))
-    out_dir = notebook_run_dir(path, given)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / path.name
-    print(f"executing {path} -> {output}", file=sys.stderr)
-    pm.execute_notebook(str(path), str(output), parameters=given, kernel_name=args.kernel,
-                        progress_bar=not args.quiet, cwd=str(Path.cwd()))
+    output = notebooks.execute(args.name, given, kernel=args.kernel, progress=not args.quiet)
     print(output)
     return 0
 
@@ -94,6 +40,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {loop.run_dir(p)}", file=sys.stderr)
     print(summary_table(frame).drop(columns=[c for c in summary_table(frame).columns
                                              if c.endswith(("_mean", "_std"))]).to_string(index=False))
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Run a grid of units locally or on Dask; print a failure summary; exit 1 if any failed."""
+    from . import batch
+
+    frame, outcomes = batch.run_batch(args.spec, jobs=args.jobs, backend=args.backend,
+                                      scheduler=args.scheduler, fail_fast=args.fail_fast,
+                                      results_dir=args.results_dir, progress=not args.quiet)
+    ok = sum(o["ok"] for o in outcomes)
+    print(f"{ok}/{len(outcomes)} unit(s) run now succeeded; {len(frame)} rows collected", file=sys.stderr)
+    report = batch.failure_report(outcomes)
+    if report:
+        print(report, file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Rebuild an experiment's combined CSV from its finished run folders."""
+    from . import batch
+
+    frame = batch.collect(args.experiment_dir)
+    print(f"{len(frame)} rows -> {Path(args.experiment_dir) / 'metrics.csv'}", file=sys.stderr)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Regenerate every figure from stored results by executing ``notebooks/figures.ipynb``."""
+    from . import notebooks
+
+    given = {"results_dir": args.results_dir} if args.results_dir else {}
+    print(notebooks.execute("figures", given, progress=not args.quiet))
     return 0
 
 
@@ -139,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     nb.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     nb.set_defaults(func=cmd_notebook)
+
+    bt = sub.add_parser("batch", help="run a grid of units (papermill or loop) locally or on Dask")
+    bt.add_argument("spec", help="batch file, e.g. params/batch/ns_ablation_k.cpu.yaml")
+    bt.add_argument("--jobs", type=int, default=None, help="parallel units (default: CPU cores)")
+    bt.add_argument("--backend", choices=["local", "dask"], default="local")
+    bt.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    bt.add_argument("--fail-fast", action="store_true", help="stop after the first failed unit")
+    bt.add_argument("--results-dir", default=None, help="override the results root")
+    bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(func=cmd_batch)
+
+    co = sub.add_parser("collect", help="rebuild results/<experiment>/metrics.csv from its runs")
+    co.add_argument("experiment_dir", help="e.g. results/ns_ablation_k")
+    co.set_defaults(func=cmd_collect)
+
+    fg = sub.add_parser("figures", help="regenerate every figure from results/ (no training)")
+    fg.add_argument("--results-dir", default=None, help="results root (default: results)")
+    fg.add_argument("-q", "--quiet", action="store_true")
+    fg.set_defaults(func=cmd_figures)
 
     ds = sub.add_parser("datasets", help="list datasets and how to get the missing ones")
     ds.add_argument("--root", default=None, help="folder of path-based datasets")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from alstudy import cli
+from alstudy import notebooks
+from alstudy.params import ParamError
 
 
 def _run(*args, cwd=None):
@@ -46,10 +47,10 @@ def test_bad_params_exit_2_with_message(tmp_path, args, msg):
 
 
 def test_notebook_run_dir_matches_the_notebook(tmp_path):
-    path = cli.NOTEBOOK_DIR / "quickstart.ipynb"
-    defaults = cli.notebook_parameters(path)
+    path = notebooks.path_of("quickstart")
+    defaults = notebooks.parameters(path)
     assert defaults["dataset"] == "mnist"
-    out = cli.notebook_run_dir(path, {"cycles": 1, "results_dir": str(tmp_path)})
+    out = notebooks.run_dir(path, {"cycles": 1, "results_dir": str(tmp_path)})
     assert out.parent == tmp_path / "quickstart"
-    with pytest.raises(cli.params_mod.ParamError, match="cylces"):
-        cli.notebook_run_dir(path, {"cylces": 1})
+    with pytest.raises(ParamError, match="cylces"):
+        notebooks.run_dir(path, {"cylces": 1})

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any, Iterator
 
 import torch
@@ -349,7 +350,10 @@ def _embed_jvp(model: nn.Module, x: torch.Tensor, params: dict[str, nn.Parameter
                 return functional_call(readout, {f"model.{m}": t for m, t in zip(names, theta)},
                                        (xb,))
 
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # torch's forward-AD decompositions still go through torch.jit.script
+                warnings.filterwarnings("ignore", message=".*torch.jit.script",
+                                        category=DeprecationWarning)
                 buf[sl] = jvp(f, primals, tangents)[1]
         if inv_norm is not None:
             buf.mul_(inv_norm)
