@@ -134,9 +134,12 @@ def expand(spec: BatchSpec, threads: int | None = None) -> list[Unit]:
 
 
 def _pin_threads(threads: int | None) -> None:
-    """Limit torch/BLAS threads so that N parallel units on N cores do not oversubscribe."""
+    """Limit torch/BLAS threads so that N parallel units on N cores do not oversubscribe.
+
+    ``None`` (a remote worker) uses the cores this process may run on (its job's allocation).
+    """
     if not threads:
-        return
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
@@ -284,7 +287,7 @@ def run_batch(path: str | Path, *, jobs: int | None = None, backend: str = "loca
     if jobs < 1:
         raise params_mod.ParamError(f"--jobs must be >= 1, got {jobs}")
     spec = load_spec(path, results_dir)
-    units = expand(spec, threads=max(1, cores // jobs))
+    units = expand(spec, threads=None if scheduler else max(1, cores // jobs))
     todo = [u for u in units if not u.done]
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=f"batch {spec.name}",
                unit="unit", disable=not progress)

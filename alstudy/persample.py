@@ -370,7 +370,7 @@ class _FastEngine:
                 pert[m] = {}
                 for n, gn in g.items():
                     e = gn.mul_(_bcast(coef, gn.dim()))
-                    pert[m][n] = e.mul_(self.t2[m][n]) if self.asam else e
+                    pert[m][n] = e.mul_(self.t1[m][n]) if self.asam else e
         return pert
 
     def from_tilde(self, tilde: dict[nn.Module, dict[str, torch.Tensor]]

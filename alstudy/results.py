@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
-           "summarize", "summary_table", "aubc", "verdict"]
+           "summarize", "summary_table", "aubc", "verdict", "add_option_column"]
 
 COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
            "metric", "value"]
@@ -134,3 +134,27 @@ def verdict(table: pd.DataFrame, strategy: str, baseline: str, column: str = "au
     return (f"{strategy} is {word} {baseline} on {column} "
             f"({a[column]} vs {b[column]}, {int(a['seeds'])} seeds; difference {diff:+.4f}, "
             f"largest std {noise:.4f}).")
+
+
+def add_option_column(frame: pd.DataFrame, params: dict, option: str, column: str | None = None,
+                      default=None) -> pd.DataFrame:
+    """Add a column with each row's strategy option value (for ablation plots and tables).
+
+    Args:
+        frame: Tidy results whose ``strategy`` column holds the labels of ``params['strategies']``.
+        params: The run's validated parameters.
+        option: Strategy option to expose (e.g. ``zeta``).
+        column: Column name (default: ``option``).
+        default: Value for strategies that do not set the option (default: the strategy's default).
+
+    Returns:
+        A copy of ``frame`` with the new column.
+    """
+    from .params import strategy_specs
+    from .strategies import build
+
+    values = {label: build(name, **opts).opts.get(option, default)  # variant presets resolved
+              for label, (name, opts) in strategy_specs(params).items()}
+    out = frame.copy()
+    out[column or option] = out["strategy"].map(values)
+    return out

@@ -22,9 +22,10 @@ CLASSIFICATION_ONLY = ["entropy", "margin", "least_confidence", "bald", "mc_entr
                        "variation_ratio", "badge", "qbc", "ll4al", "vaal"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded on a shared CPU (no thread oversubscription)."""
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """One thread (overrides conftest's two): these tiny models run fastest single-threaded,
+    and two threads on a shared, busy CPU oversubscribe it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -16,9 +16,10 @@ from alstudy.strategies.qbc import committee_probs
 from alstudy.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded on a shared CPU (no thread oversubscription)."""
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """One thread (overrides conftest's two): these tiny models run fastest single-threaded,
+    and two threads on a shared, busy CPU oversubscribe it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -55,8 +55,8 @@ def reference_scores(model, x, rho, perturbation="sam", eta=0.0, steps=1):
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
-        rows.append([best, float(clean), float(plain)])
-    return torch.tensor(rows, dtype=torch.float64)
+        rows.append([best, clean.item(), plain.item()])
+    return torch.tensor(rows, dtype=x.dtype)
 
 
 def _bn_statistics(model, shape, dtype):
@@ -74,14 +74,17 @@ def _bn_statistics(model, shape, dtype):
     return model
 
 
+# (input shape, model options, dtype): float64 where it is cheap; ResNet-18 in float32 (CPU
+# float64 convolutions are slow) where 1e-4 relative agreement is still far above rounding.
 MODELS = {
-    "small_cnn": ((1, 28, 28), {}),
-    "resnet18": ((3, 32, 32), {"width": 8}),
+    "small_cnn": ((1, 28, 28), {}, torch.float64),
+    "resnet18": ((3, 32, 32), {"width": 8}, torch.float32),
 }
 
 
-def _model(name, dtype=torch.float64, seed=0):
-    shape, opts = MODELS[name]
+def _model(name, dtype=None, seed=0):
+    shape, opts, default = MODELS[name]
+    dtype = dtype or default
     torch.manual_seed(seed)
     m = models.build(name, shape, 10, **opts).to(dtype)
     return _bn_statistics(m, shape, dtype), shape
@@ -92,7 +95,7 @@ def nets():
     out = {}
     for name in MODELS:
         m, shape = _model(name)
-        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2), dtype=MODELS[name][2])
         out[name] = (m, x)
     return out
 
@@ -114,9 +117,8 @@ def test_batched_scores_match_per_instance_reference(nets, name, perturbation):
         torch.testing.assert_close(res.grad_norm, ref[:, 2], rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_float32_scores_match_reference(name):
-    model, shape = _model(name, torch.float32)
+def test_float32_scores_match_float64_reference():
+    model, shape = _model("small_cnn", torch.float32)
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(3))
     ref = reference_scores(model.double(), x.double(), 0.05, "asam")
     model.float()
@@ -139,9 +141,9 @@ def test_multi_step_ascent_matches_reference_and_dominates_one_step(nets, pertur
 
 def test_vgg_with_inplace_relu_matches_reference():
     torch.manual_seed(0)
-    model = _bn_statistics(models.build("vgg16", (3, 32, 32), 10, width=4).double(), (3, 32, 32),
-                           torch.float64)
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    model = _bn_statistics(models.build("vgg16", (3, 32, 32), 10, width=4), (3, 32, 32),
+                           torch.float32)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     ref = reference_scores(model, x, 0.3, "sam")
     res = perturbed_losses(model, x, rho=0.3, method="fast")
     torch.testing.assert_close(res.perturbed, ref[:, 0], rtol=1e-4, atol=0)
