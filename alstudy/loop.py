@@ -26,7 +26,7 @@ import yaml
 from tqdm import tqdm
 
 from . import data as data_mod
-from . import models, params as params_mod, pool as pool_mod, strategies
+from . import cycle_metrics, models, params as params_mod, pool as pool_mod, strategies
 from .results import COLUMNS, atomic_write_csv, atomic_write_text
 from .train import TrainConfig, evaluate, fit, resolve_device
 
@@ -112,6 +112,11 @@ def run_unit(p: dict[str, Any], data: data_mod.Dataset, label: str, strategy: st
         n_lab = pool.n_labeled
         for metric, value in [*scores.items(), ("train_seconds", train_s)]:
             rows.append({**base, "cycle": cycle, "n_labeled": n_lab, "metric": metric, "value": value})
+        for name in p["cycle_metrics"]:  # extra per-cycle diagnostics (alstudy.cycle_metrics)
+            for metric, value in cycle_metrics.compute(name, model, data, pool, strategy, p,
+                                                       _generator(seed, cycle, "metric", name)):
+                rows.append({**base, "cycle": cycle, "n_labeled": n_lab, "metric": metric,
+                             "value": value})
         if bar is not None:
             bar.set_postfix_str(f"{label} seed={seed} cycle={cycle} "
                                 + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))

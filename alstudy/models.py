@@ -222,11 +222,27 @@ class MLPRegressor(ALModel):
         return self.mlp(x)  # [N, hidden]
 
 
+class TextPair(ALModel):
+    """Sentence-pair classifier (:class:`alstudy.text.TextPairClassifier`), imported on use so
+    that ``transformers`` (the optional ``text`` extra) is needed only for text experiments."""
+
+    def __new__(cls, input_shape: Sequence[int], num_outputs: int, layers: int = 6,
+                dropout: float = 0.1, pretrained: bool = True):
+        from .text import TextPairClassifier  # optional extra
+
+        return TextPairClassifier(input_shape, num_outputs, layers, dropout, pretrained)
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, layers: int = 6,
+                 dropout: float = 0.1, pretrained: bool = True):  # pragma: no cover - see __new__
+        super().__init__()
+
+
 MODELS: dict[str, type[ALModel]] = {
     "small_cnn": SmallCNN,
     "vgg16": VGG,
     "resnet18": ResNet18,
     "mlp": MLPRegressor,
+    "text_pair": TextPair,
 }
 
 

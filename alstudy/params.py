@@ -53,6 +53,11 @@ def _models() -> list[str]:
     return sorted(models.MODELS)
 
 
+def _cycle_metrics() -> list[str]:
+    from . import cycle_metrics
+    return cycle_metrics.available()
+
+
 _INT, _NUM, _STR, _BOOL = (int,), (int, float), (str,), (bool,)
 _NONE = (type(None),)
 
@@ -89,6 +94,9 @@ SCHEMA: dict[str, Field] = {
     "candidates": Field("all", _INT + _STR, "integer >= 1 or 'all'",
                         lambda v: v == "all" or (isinstance(v, int) and v >= 1),
                         "random unlabeled subset scored per cycle"),
+    "cycle_metrics": Field([], (list,), "a list of names from alstudy.cycle_metrics.CYCLE_METRICS",
+                           lambda v: all(m in _cycle_metrics() for m in v) and len(set(v)) == len(v),
+                           "per-cycle diagnostics recorded as extra metric rows"),
     "warm_start": Field(False, _BOOL, "true or false", help="keep training the previous model"),
     # training
     "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
@@ -282,11 +290,17 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
         raise ParamError(f"{path}: {err}") from None
 
 
+#: Keys added after run ids were first derived: left out of the hash while empty, so older
+#: run folders keep their names.
+_HASH_SKIP_IF_EMPTY = {"cycle_metrics"}
+
+
 def run_id(params: dict[str, Any]) -> str:
     """Folder name of a run: ``params['run_id']`` or ``<dataset>-<model>-<hash of semantics>``."""
     if params.get("run_id"):
         return params["run_id"]
-    semantic = {k: v for k, v in params.items() if SCHEMA[k].semantic}
+    semantic = {k: v for k, v in params.items() if SCHEMA[k].semantic
+                and not (k in _HASH_SKIP_IF_EMPTY and not v)}
     digest = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()
     return f"{params['dataset']}-{params['model']}-{digest[:10]}"
 
@@ -294,8 +308,8 @@ def run_id(params: dict[str, Any]) -> str:
 def semantic_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two validated param dicts describe the same experiment."""
     keys = [k for k, f in SCHEMA.items() if f.semantic]
-    return json.dumps({k: a.get(k) for k in keys}, sort_keys=True, default=str) == \
-        json.dumps({k: b.get(k) for k in keys}, sort_keys=True, default=str)
+    return json.dumps({k: a.get(k, SCHEMA[k].default) for k in keys}, sort_keys=True, default=str) == \
+        json.dumps({k: b.get(k, SCHEMA[k].default) for k in keys}, sort_keys=True, default=str)
 
 
 #: Names an IPython namespace always has; never parameters.

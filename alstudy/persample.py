@@ -62,8 +62,9 @@ __all__ = ["PerturbedLosses", "perturbed_losses", "fast_path_problem", "default_
 PERTURBATIONS = ("sam", "asam")
 METHODS = ("auto", "functorch", "fast")
 
-#: Elements of one ``[chunk, P]`` per-sample tensor; the default chunk keeps it near 64 MiB.
-_CHUNK_ELEMENTS = 1 << 24
+#: Elements of one ``[chunk, P]`` per-sample tensor: the default chunk keeps it near 64 MiB on
+#: the CPU (larger chunks do not run faster there) and near 512 MiB on a GPU.
+_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
 _MAX_CHUNK = 256
 _NORM_EPS = 1e-12  # added to ‖T g‖ as in the SAM/ASAM reference implementations
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -130,16 +131,20 @@ def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def default_chunk_size(model: nn.Module) -> int:
-    """Samples per chunk so that one ``[chunk, P]`` per-sample tensor stays near 64 MiB.
+    """Samples per chunk so that one ``[chunk, P]`` per-sample tensor stays near 64 MiB on the
+    CPU (512 MiB on a GPU), P being the number of trainable parameters.
 
     Args:
-        model: The model (P = its number of trainable parameters).
+        model: The model (on the device it will be scored on).
 
     Returns:
         An integer in ``[1, 256]``.
     """
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return max(1, min(_MAX_CHUNK, _CHUNK_ELEMENTS // max(n_params, 1)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in params)
+    device = params[0].device.type if params else "cpu"
+    budget = _CHUNK_ELEMENTS.get(device, _CHUNK_ELEMENTS["cuda"])
+    return max(1, min(_MAX_CHUNK, budget // max(n_params, 1)))
 
 
 def fast_path_problem(model: nn.Module) -> str | None:
@@ -203,6 +208,52 @@ def _unfold(a: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
     s0, s1, s2, s3 = a.stride()
     view = a.as_strided((b, c, kh, kw, ho, wo), (s0, s1, s2 * dh, s3 * dw, s2 * sh, s3 * sw))
     return view.reshape(b, c * kh * kw, ho * wo)
+
+
+#: Convolutions with at most this many inputs per output (C·kh·kw) use unfold + batched
+#: matrix products; larger ones use a grouped convolution with one group per sample. Measured
+#: on the CPU: the grouped convolution is several times faster for 3×3 kernels over 8+
+#: channels, the unfold product for single-channel 5×5 inputs (the MNIST CNN's first layer).
+_UNFOLD_MAX_FAN_IN = 32
+
+
+def _conv_per_sample_weight_grad(m: nn.Conv2d, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients ``[B, out, C, kh, kw]`` of conv ``m`` from its input ``a``
+    ``[B, C, H, W]`` and output gradient ``delta`` ``[B, out, Ho, Wo]``.
+
+    Either ``Σ_positions δ_i a_iᵀ`` over the unfolded patches (one batched product) or the
+    weight gradient of the equivalent grouped convolution with one group per sample.
+    """
+    b, c = a.shape[:2]
+    o = m.out_channels
+    if c * m.kernel_size[0] * m.kernel_size[1] <= _UNFOLD_MAX_FAN_IN:
+        unf = _unfold(a, m)  # [B, Ck², L]
+        return torch.bmm(delta.flatten(2), unf.transpose(1, 2)).view(b, *m.weight.shape)
+    weight = m.weight.detach().repeat(b, 1, 1, 1)  # [B*out, C, kh, kw]: shape of the grouped conv
+    gw = torch.ops.aten.convolution_backward(
+        delta.reshape(1, b * o, *delta.shape[2:]), a.reshape(1, b * c, *a.shape[2:]), weight, None,
+        list(m.stride), list(m.padding), list(m.dilation), False, [0, 0], b, [False, True, False])[1]
+    return gw.view(b, *m.weight.shape)
+
+
+def _conv_per_sample_forward(m: nn.Conv2d, a: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None) -> torch.Tensor:
+    """Conv ``m`` applied to each sample with its own weights ``weight`` ``[B, out, C, kh, kw]``
+    and bias ``[B, out]`` (or None): ``[B, out, Ho, Wo]``."""
+    b, c, h, w = a.shape
+    o = m.out_channels
+    kh, kw = m.kernel_size
+    if c * kh * kw <= _UNFOLD_MAX_FAN_IN:
+        ho = (h + 2 * m.padding[0] - m.dilation[0] * (kh - 1) - 1) // m.stride[0] + 1
+        wo = (w + 2 * m.padding[1] - m.dilation[1] * (kw - 1) - 1) // m.stride[1] + 1
+        out = torch.bmm(weight.reshape(b, o, -1), _unfold(a, m))  # [B, out, L]
+        if bias is not None:
+            out = out + bias[:, :, None]
+        return out.view(b, o, ho, wo)
+    out = F.conv2d(a.reshape(1, b * c, h, w), weight.reshape(b * o, c, kh, kw),
+                   None if bias is None else bias.reshape(-1), m.stride, m.padding, m.dilation,
+                   groups=b)  # [1, B*out, Ho, Wo]
+    return out.view(b, o, *out.shape[2:])
 
 
 def _bcast(v: torch.Tensor, like_dim: int) -> torch.Tensor:
@@ -303,17 +354,16 @@ class _FastEngine:
             names = self._params(m)
             b = a.shape[0]
             if isinstance(m, nn.Linear):
-                if self.rank_one and a.dim() == 2:
+                if self.rank_one and a.dim() == 2 and "weight" in names:
                     grads[m] = {"rank1": (delta, a.detach())}
                     continue
                 a2 = a.detach().reshape(b, -1, a.shape[-1])  # [B, L, in]
                 d2 = delta.reshape(b, -1, delta.shape[-1])  # [B, L, out]
                 g = {"weight": torch.bmm(d2.transpose(1, 2), a2), "bias": d2.sum(1)}  # [B,out,in], [B,out]
             elif isinstance(m, nn.Conv2d):
-                unf = _unfold(a.detach(), m)  # [B, Ck², L]
-                d2 = delta.flatten(2)  # [B, out, L]
-                g = {"weight": torch.bmm(d2, unf.transpose(1, 2)).view(b, *m.weight.shape),
-                     "bias": d2.sum(2)}  # [B, out, C, k, k], [B, out]
+                g = {"bias": delta.sum((2, 3))}  # [B, out]
+                if "weight" in names:
+                    g["weight"] = _conv_per_sample_weight_grad(m, a.detach(), delta)  # [B, out, C, k, k]
             else:  # BatchNorm, eval mode
                 dims = tuple(range(2, a.dim()))
                 xhat = _bn_normalise(m, a.detach())
@@ -370,7 +420,7 @@ class _FastEngine:
                 pert[m] = {}
                 for n, gn in g.items():
                     e = gn.mul_(_bcast(coef, gn.dim()))
-                    pert[m][n] = e.mul_(self.t1[m][n]) if self.asam else e
+                    pert[m][n] = e.mul_(self.t2[m][n]) if self.asam else e
         return pert
 
     def from_tilde(self, tilde: dict[nn.Module, dict[str, torch.Tensor]]
@@ -405,20 +455,13 @@ class _FastEngine:
                 out = out + bias[:, None, :]
             return out.reshape(*a.shape[:-1], m.out_features)
         if isinstance(m, nn.Conv2d):
-            h, w_ = a.shape[-2:]
-            kh, kw = m.kernel_size
-            ho = (h + 2 * m.padding[0] - m.dilation[0] * (kh - 1) - 1) // m.stride[0] + 1
-            wo = (w_ + 2 * m.padding[1] - m.dilation[1] * (kw - 1) - 1) // m.stride[1] + 1
-            unf = _unfold(a, m)  # [B, Ck², L]
-            if "weight" in p:
-                wi = (p["weight"] + m.weight).view(b, m.out_channels, -1)  # [B, out, Ck²]
-                out = torch.bmm(wi, unf)  # [B, out, L]
-            else:
-                out = m.weight.view(m.out_channels, -1) @ unf
+            bias = None
             if m.bias is not None:
-                bias = m.bias + p["bias"] if "bias" in p else m.bias.expand(b, -1)
-                out = out + bias[:, :, None]
-            return out.view(b, m.out_channels, ho, wo)
+                bias = m.bias + p["bias"] if "bias" in p else m.bias.expand(b, -1)  # [B, out]
+            if "weight" not in p:
+                out = F.conv2d(a, m.weight, None, m.stride, m.padding, m.dilation)
+                return out if bias is None else out + bias[:, :, None, None]
+            return _conv_per_sample_forward(m, a, p["weight"] + m.weight, bias)
         # BatchNorm (eval): x̂ (γ + E_γ) + (β + E_β)
         xhat = _bn_normalise(m, a)
         shape = (b, -1) + (1,) * (a.dim() - 2)

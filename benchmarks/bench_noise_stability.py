@@ -16,7 +16,8 @@
 
 Usage: .venv/bin/python benchmarks/bench_noise_stability.py [--n 60000] [--k 30]
        [--batch-size 1000] [--threads 0] [--repeats 1] [--mem-n 1000] [--mem-k 5 40]
-Writes benchmarks/results/noise_stability.json.
+       [--sections speed memory numerics]
+Writes benchmarks/results/noise_stability.json (sections not run keep their stored results).
 """
 
 from __future__ import annotations
@@ -173,6 +174,11 @@ def speed(n, K, batch_size, repeats):
 
 # ----------------------------------------------------------------------------- memory
 MEM_MODEL = dict(width=32, hidden=2048)  # 2.1M parameters: K live copies would be obvious
+MEM_BATCH = 100  # small batches keep the transient activation memory of inference small
+# glibc: serve every allocation above 64 KiB by mmap and return it at once, so that RSS follows
+# live memory instead of the allocator's adaptive caching (which varies from run to run)
+MALLOC_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
+              "MALLOC_ARENA_MAX": "1"}
 
 
 def mem_worker(method, n, K, threads):
@@ -181,16 +187,20 @@ def mem_worker(method, n, K, threads):
         torch.set_num_threads(threads)
     model = small_cnn(**MEM_MODEL)
     x = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(SEED))
-    run = {"ns": lambda xx, k: noise_stability_embedding(model, xx, K=k, batch_size=500,
+    bs = MEM_BATCH
+    run = {"ns": lambda xx, k: noise_stability_embedding(model, xx, K=k, batch_size=bs,
                                                          generator=torch.Generator()),
-           "authors_deepcopy": lambda xx, k: authors_scoring(model, xx, k, 1e-3, 500,
+           "authors_deepcopy": lambda xx, k: authors_scoring(model, xx, k, 1e-3, bs,
                                                              torch.Generator())}[method]
     run(x[:8], 1)  # warm-up outside the measurement
-    floor_passes(model, x, 1, 500)  # the peak that plain inference over x needs anyway
+    rss0 = _rss_bytes()
+    floor_passes(model, x, 1, bs)  # the peak that plain inference over x needs anyway
     inference_peak = _maxrss_bytes()
     out = run(x, K)
-    extra = _maxrss_bytes() - inference_peak
-    print(json.dumps({"method": method, "N": n, "K": K, "extra_peak_bytes": extra,
+    peak = _maxrss_bytes()
+    print(json.dumps({"method": method, "N": n, "K": K, "extra_peak_bytes": peak - inference_peak,
+                      "peak_over_rss_before_bytes": peak - rss0,
+                      "inference_peak_over_rss_before_bytes": inference_peak - rss0,
                       "output_bytes": out.numel() * out.element_size(),
                       "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
                       "threads": torch.get_num_threads()}))
@@ -202,19 +212,23 @@ def memory(n, ks, threads):
         for K in ks:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--mem-worker",
                                   method, str(n), str(K), str(threads)],
-                                 check=True, capture_output=True, text=True)
+                                 check=True, capture_output=True, text=True, env=MALLOC_ENV)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mib = 2**20
     print(f"\n[memory] small CNN {MEM_MODEL} ({rows[0]['model_bytes'] / mib:.1f} MiB of parameters),"
-          f" N={n}, output=probs (d=10), fresh process per row")
-    print(f"  {'method':<18}{'K':>4}{'extra peak MiB':>16}{'output MiB':>12}{'K copies MiB':>14}")
+          f" N={n}, batch {MEM_BATCH}, output=probs (d=10), fresh process per row; MiB above the "
+          "RSS before: peak of one plain inference pass, peak after scoring, scoring beyond "
+          "inference")
+    print(f"  {'method':<18}{'K':>4}{'inference MiB':>15}{'scoring MiB':>13}{'beyond MiB':>12}"
+          f"{'output MiB':>12}{'K copies MiB':>14}")
     for r in rows:
-        print(f"  {r['method']:<18}{r['K']:>4}{r['extra_peak_bytes'] / mib:>16.1f}"
+        print(f"  {r['method']:<18}{r['K']:>4}{r['inference_peak_over_rss_before_bytes'] / mib:>15.1f}"
+              f"{r['peak_over_rss_before_bytes'] / mib:>13.1f}{r['extra_peak_bytes'] / mib:>12.1f}"
               f"{r['output_bytes'] / mib:>12.1f}{r['K'] * r['model_bytes'] / mib:>14.1f}")
     summary = {}
     for method in ("ns", "authors_deepcopy"):
         lo, hi = [r for r in rows if r["method"] == method]
-        growth = hi["extra_peak_bytes"] - lo["extra_peak_bytes"]
+        growth = hi["peak_over_rss_before_bytes"] - lo["peak_over_rss_before_bytes"]
         out_growth = hi["output_bytes"] - lo["output_bytes"]
         summary[method] = {"peak_growth_bytes": growth, "output_growth_bytes": out_growth,
                            "peak_growth_over_output_growth": growth / out_growth,
@@ -224,8 +238,11 @@ def memory(n, ks, threads):
               f"{hi['K'] - lo['K']} more model copies would be +"
               f"{(hi['K'] - lo['K']) * hi['model_bytes'] / mib:.1f} MiB")
     return {"rows": rows, "summary": summary, "model_options": MEM_MODEL,
-            "note": "extra_peak_bytes = peak RSS after scoring - peak RSS after one plain "
-                    "inference pass over the same inputs (fresh process per row)"}
+            "batch_size": MEM_BATCH, "malloc_env": {k: v for k, v in MALLOC_ENV.items()
+                                                    if k.startswith("MALLOC_")},
+            "note": "peak_over_rss_before = peak RSS after scoring - RSS before (after the model "
+                    "and inputs exist); extra_peak_bytes = peak RSS after scoring - peak RSS after "
+                    "one plain inference pass over the same inputs; fresh process per row"}
 
 
 # ----------------------------------------------------------------------------- numerics
@@ -270,22 +287,32 @@ def main():
     ap.add_argument("--repeats", type=int, default=1, help="timing repeats (minimum is kept)")
     ap.add_argument("--mem-n", type=int, default=1000)
     ap.add_argument("--mem-k", type=int, nargs=2, default=[5, 40])
+    ap.add_argument("--sections", nargs="+", default=["speed", "memory", "numerics"],
+                    choices=["speed", "memory", "numerics"],
+                    help="sections to run; the others keep their stored results")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    result = {"speed": speed(args.n, args.k, args.batch_size, args.repeats),
-              "memory": memory(args.mem_n, args.mem_k, args.threads),
-              "numerics": numerics()}
-    result["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
-                         "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                         "loadavg_1min_at_end": os.getloadavg()[0]}
-    result["total_seconds"] = time.perf_counter() - t0
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", "noise_stability.json")
+    result = {}
+    if set(args.sections) != {"speed", "memory", "numerics"} and os.path.exists(path):
+        with open(path) as f:
+            result = json.load(f)
+    run = {"speed": lambda: speed(args.n, args.k, args.batch_size, args.repeats),
+           "memory": lambda: memory(args.mem_n, args.mem_k, args.threads),
+           "numerics": numerics}
+    for section in args.sections:
+        t0 = time.perf_counter()
+        result[section] = run[section]()
+        result[section]["seconds"] = time.perf_counter() - t0
+        result[section]["machine"] = {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "loadavg_1min_at_end": os.getloadavg()[0]}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\ntotal {result['total_seconds']:.0f} s; wrote {os.path.relpath(path, ROOT)}")
+    print(f"\nwrote {os.path.relpath(path, ROOT)} ({', '.join(args.sections)})")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ def mnist():
     return data_mod.load("mnist", max_train=300, max_test=50)
 
 
+VAAL_SMALL = dict(steps=30, width=8, disc_hidden=64, train_batch_size=32, latent_dim=8)
+
+
 def tiny_cnn():
     return models.build("small_cnn", (1, 28, 28), 10, width=4, hidden=16)
 
@@ -135,21 +138,31 @@ def test_ll4al_trains_jointly_and_scores_by_predicted_loss(mnist):
         s.select(tiny_cnn(), mnist, pool, 10, gen(0))
 
 
-def test_ll4al_runs_through_the_loop(mnist, tmp_path):
+def test_ll4al_keeps_its_module_when_the_same_model_trains_on():
+    data = Dataset("v", "classification", torch.randn(8, 1, 28, 28), torch.zeros(8).long(),
+                   torch.randn(2, 1, 28, 28), torch.zeros(2).long(), 10, "test")
+    s, model = build("ll4al"), tiny_cnn()
+    first = s.training_hook(model, data)
+    assert s.training_hook(model, data) is first
+    assert s.training_hook(tiny_cnn(), data) is not first
+
+
+def test_baselines_run_through_the_loop(mnist, tmp_path):
+    names = ["ll4al", "qbc", "bald", "badge", "coreset", "vaal", "margin"]
     df = loop.run(dict(dataset="mnist", max_train=300, max_test=50, model="small_cnn",
-                       model_options={"width": 4}, strategies=["ll4al"], seeds=[0],
+                       model_options={"width": 4, "dropout": 0.5}, strategies=names, seeds=[0],
+                       strategy_options={"qbc": {"M": 2, "epochs": 1}, "bald": {"T": 5},
+                                         "vaal": VAAL_SMALL},
                        initial_size=20, budget=10, cycles=1, epochs=2, results_dir=str(tmp_path),
                        progress=False), data=mnist)
     acc = df[df.metric == "accuracy"]
-    assert sorted(acc.n_labeled.tolist()) == [20, 30]
+    for name in names:
+        assert sorted(acc[acc.strategy == name].n_labeled.tolist()) == [20, 30], name
 
 
 # --------------------------------------------------------------------------- #
 # VAAL
 # --------------------------------------------------------------------------- #
-VAAL_SMALL = dict(steps=30, width=8, disc_hidden=64, train_batch_size=32, latent_dim=8)
-
-
 def test_vaal_smoke_on_mnist_losses_decrease_and_lowest_d_is_picked(mnist):
     pool = Pool(mnist.n_train, torch.arange(0, 300, 5))
     s = build("vaal", candidates=120, **VAAL_SMALL)

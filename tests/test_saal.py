@@ -139,6 +139,26 @@ def test_multi_step_ascent_matches_reference_and_dominates_one_step(nets, pertur
         assert (res.perturbed >= one.perturbed - 1e-12).all()
 
 
+def test_frozen_parameters_and_batchnorm1d_match_reference():
+    """Only trainable parameters are perturbed; BatchNorm1d (eval) and a linear layer whose
+    weight is frozen but bias is not go through the fast path too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8),
+                          nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double()
+    model[0].bias.requires_grad_(False)
+    model[3].weight.requires_grad_(False)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 2, 6, 6, dtype=torch.float64))
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+    for perturbation in ["sam", "asam"]:
+        ref = reference_scores(model, x, 0.4, perturbation, eta=0.1)
+        for method in ["fast", "functorch"]:
+            res = perturbed_losses(model, x, rho=0.4, perturbation=perturbation, eta=0.1, method=method)
+            torch.testing.assert_close(res.perturbed, ref[:, 0], rtol=1e-4, atol=0)
+    assert model.training
+
+
 def test_vgg_with_inplace_relu_matches_reference():
     torch.manual_seed(0)
     model = _bn_statistics(models.build("vgg16", (3, 32, 32), 10, width=4), (3, 32, 32),

@@ -140,7 +140,8 @@ def badge_sqdist_oracle(a: torch.Tensor, z: torch.Tensor):
         ``(sq_dist_to, sq_norms)``: ``sq_dist_to(i) -> [M]`` squared distances from point i to
         all points (O(M(C + d)) time and memory) and ``sq_norms`` ``[M]`` = ‖g_i‖².
     """
-    sq_norms = a.square().sum(1) * z.square().sum(1)  # [M]
+    # vector_norm reduces row by row: no [M, d] temporary, so the oracle adds O(M) memory
+    sq_norms = (torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(z, dim=1)).square()  # [M]
 
     def sq_dist_to(i: int) -> torch.Tensor:
         return sq_norms + sq_norms[i] - 2.0 * (a @ a[i]) * (z @ z[i])  # [M]

@@ -170,7 +170,10 @@ class LearningLoss(Strategy):
         self._model_ref = None
 
     def training_hook(self, model, data) -> LossPredictionHook:
-        """Build a fresh loss-prediction module sized to ``model.intermediates``.
+        """Build a loss-prediction module sized to ``model.intermediates``.
+
+        A model trained further (warm start: the same model object as in the previous call)
+        keeps its module, as in the authors' code; a new model gets a fresh module.
 
         Args:
             model: The task model about to be trained.
@@ -183,6 +186,8 @@ class LearningLoss(Strategy):
             ValueError: Regression data.
         """
         self.check_task(data.task)
+        if self.hook is not None and self._model_ref is not None and self._model_ref() is model:
+            return self.hook
         was_training = model.training
         model.eval()
         with torch.no_grad():

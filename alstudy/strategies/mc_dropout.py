@@ -1,7 +1,7 @@
 """Monte-Carlo dropout acquisitions (Gal, Islam & Ghahramani, "Deep Bayesian Active Learning
 with Image Data", ICML 2017, Section 3).
 
-T stochastic forward passes with dropout active give samples p_t = softmax(T(x; ω_t)),
+T stochastic forward passes with dropout active give samples p_t = softmax(model(x; ω_t)),
 ω_t ~ q(ω) (Gal & Ghahramani, 2016). With p̄ = (1/T) Σ_t p_t and H the Shannon entropy:
 
 * ``mc_entropy`` (Max Entropy): H(p̄) = −Σ_c p̄_c log p̄_c.
@@ -10,13 +10,17 @@ T stochastic forward passes with dropout active give samples p_t = softmax(T(x; 
 * ``variation_ratio`` (Freeman, 1965): 1 − f_m / T, where f_m is the number of passes whose
   arg-max class is the modal class.
 
-The T passes run as **one** batched forward: each chunk of inputs is replicated T times and
-every ``nn.Dropout`` module applies an independent mask to each replica, while every other
-module (batch norm, ...) stays in eval mode. Masks are drawn explicitly from one CPU
-generator per (dropout module, pass t), consumed in input order, so the batched passes use
-exactly the masks of the T sequential passes (``batched=False``) and the result does not
-depend on the chunk size. A model without an active ``nn.Dropout`` (p > 0) is an error: build
-it with ``model_options: {dropout: 0.5}``.
+The T passes run as **one** batched forward per chunk of inputs, with every module other than
+``nn.Dropout`` (batch norm, ...) in eval mode. Everything before the first dropout layer is
+deterministic, so by default (``replicate: first_dropout``) the chunk goes through that part
+once and the first active ``nn.Dropout`` replicates its input T times (this needs every
+later layer to read only the replicated activations, i.e. no skip connection around a dropout
+layer; a wrong number of output rows is reported as an error). With ``replicate: input`` the
+inputs themselves are replicated (valid for any architecture, T times the compute). Each dropout module applies an independent mask to each replica. Masks are
+drawn explicitly from one CPU generator per (dropout module, pass t), consumed in input order,
+so the batched passes use exactly the masks of T sequential passes (``batched: false``) and
+the result does not depend on the chunk size. A model without an active ``nn.Dropout``
+(p > 0) is an error: build it with ``model_options: {dropout: 0.5}``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import model_device
-from .base import Strategy, boolean, integer, register
+from .base import Strategy, boolean, choice, integer, register
 from .uncertainty import entropy
 
 __all__ = ["active_dropout_modules", "mc_dropout_probs", "bald", "mc_entropy",
@@ -48,12 +52,16 @@ def active_dropout_modules(model: nn.Module) -> list[nn.Dropout]:
     return [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
 
 
+REPLICATE = ("first_dropout", "input")
+
+
 @contextlib.contextmanager
 def _explicit_masks(model: nn.Module, generators: list[list[torch.Generator]],
-                    passes: dict[str, range | list[int]]) -> Iterator[None]:
+                    state: dict) -> Iterator[None]:
     """Put ``model`` in eval mode and make each active dropout module multiply its output by
-    masks drawn from ``generators[k][t]`` for the passes ``passes["ts"]`` stacked on the
-    batch dimension (row ``i * B + b`` = pass ``ts[i]``, input ``b``)."""
+    masks drawn from ``generators[k][t]`` for the passes ``state["ts"]``, stacked on the batch
+    dimension (row ``i * B + b`` = pass ``ts[i]``, input ``b``). While ``state["replicated"]``
+    is False, the first dropout module to run replicates its input ``len(ts)`` times first."""
     drops = active_dropout_modules(model)
     was_training = model.training
     model.eval()  # dropout modules are then the identity; the hooks apply the masks
@@ -62,10 +70,13 @@ def _explicit_masks(model: nn.Module, generators: list[list[torch.Generator]],
         scale = 1.0 / (1.0 - p) if p < 1 else 0.0
 
         def hook(module, inputs, out):
-            ts = passes["ts"]
+            ts = state["ts"]
+            if not state["replicated"]:
+                out = out.repeat(len(ts), *([1] * (out.dim() - 1)))  # [T*B, ...], row t*B + b
+                state["replicated"] = True
             rows = out.shape[0] // len(ts)
             shape = (rows, *out.shape[1:])
-            u = torch.cat([torch.rand(shape, generator=generators[k][t]) for t in ts])  # [len(ts)*B, ...]
+            u = torch.cat([torch.rand(shape, generator=generators[k][t]) for t in ts])  # [T*B, ...]
             keep = (u >= p).to(device=out.device, dtype=out.dtype).mul_(scale)
             return out * keep
         return hook
@@ -81,24 +92,30 @@ def _explicit_masks(model: nn.Module, generators: list[list[torch.Generator]],
 
 @torch.no_grad()
 def mc_dropout_probs(model: nn.Module, x: torch.Tensor, T: int, generator: torch.Generator, *,
-                     batch_size: int = 1024, batched: bool = True) -> torch.Tensor:
-    """Softmax outputs of T dropout passes (MC dropout, Gal & Ghahramani 2016, Eq. 8 samples).
+                     batch_size: int = 1024, batched: bool = True,
+                     replicate: str = "first_dropout") -> torch.Tensor:
+    """Softmax outputs of T dropout passes (MC dropout samples, Gal & Ghahramani 2016).
 
     Args:
         model: Classifier with at least one active ``nn.Dropout``.
         x: Inputs ``[M, ...]`` (CPU or the model's device).
         T: Number of stochastic passes (>= 1).
         generator: CPU generator; one seed per (dropout module, pass) is drawn from it.
-        batch_size: Maximum number of rows in one forward: ``max(1, batch_size // T)`` inputs
-            replicated T times when ``batched``, ``batch_size`` inputs per pass otherwise.
-        batched: One forward over the T replicas of each chunk (default) or T sequential
-            passes; both use the same masks and give the same probabilities.
+        batch_size: Maximum number of rows after replication: chunks of
+            ``max(1, batch_size // T)`` inputs when ``batched``, ``batch_size`` inputs per pass
+            otherwise.
+        batched: One forward per chunk for all T passes (default) or T sequential passes;
+            both use the same masks and give the same probabilities.
+        replicate: Where the batched forward replicates the chunk: at the first dropout layer
+            (``first_dropout``; everything before it runs once) or at the input (``input``).
 
     Returns:
         Probabilities ``[T, M, C]`` (float64, CPU).
 
     Raises:
-        ValueError: If the model has no active dropout, ``T < 1`` or ``batch_size < 1``.
+        ValueError: If the model has no active dropout, an argument is out of range, or the
+            model output does not have T rows per input (a dropout layer off the main path;
+            use ``replicate="input"``).
     """
     drops = active_dropout_modules(model)
     if not drops:
@@ -109,26 +126,38 @@ def mc_dropout_probs(model: nn.Module, x: torch.Tensor, T: int, generator: torch
         raise ValueError(f"T must be an integer >= 1, got {T!r}")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if replicate not in REPLICATE:
+        raise ValueError(f"replicate must be one of {list(REPLICATE)}, got {replicate!r}")
     seeds = torch.randint(0, 2**62, (len(drops), T), generator=generator)  # [K, T]
     gens = [[torch.Generator().manual_seed(int(s)) for s in row] for row in seeds]
     device = model_device(model)
-    passes: dict[str, range | list[int]] = {"ts": range(T)}
+    state: dict = {"ts": range(T), "replicated": False}
     m = x.shape[0]
-    with _explicit_masks(model, gens, passes):
+    with _explicit_masks(model, gens, state):
         if batched:
             chunk = max(1, batch_size // T)
             outs = []
             for s in range(0, m, chunk):
                 xb = x[s : s + chunk].to(device)  # [B, ...]
-                rep = xb.repeat(T, *([1] * (xb.dim() - 1)))  # [T*B, ...], row t*B + b
-                logits = model(rep).double()  # [T*B, C]
-                outs.append(torch.softmax(logits, -1).view(T, xb.shape[0], -1).cpu())  # [T, B, C]
+                b = xb.shape[0]
+                state["replicated"] = replicate == "input"
+                if replicate == "input":
+                    xb = xb.repeat(T, *([1] * (xb.dim() - 1)))  # [T*B, ...], row t*B + b
+                logits = model(xb).double()  # [T*B, C]
+                if logits.shape[0] != T * b:
+                    raise ValueError(
+                        f"MC dropout: the model returned {logits.shape[0]} rows for {b} inputs x "
+                        f"T={T}; its dropout is not on the path to the output, use "
+                        "replicate='input'")
+                outs.append(torch.softmax(logits, -1).view(T, b, -1).cpu())  # [T, B, C]
             return torch.cat(outs, dim=1)  # [T, M, C]
         per_pass = []
         for t in range(T):
-            passes["ts"] = [t]
-            outs = [torch.softmax(model(x[s : s + batch_size].to(device)).double(), -1).cpu()
-                    for s in range(0, m, batch_size)]  # [B, C] each
+            state["ts"] = [t]
+            outs = []
+            for s in range(0, m, batch_size):
+                state["replicated"] = True
+                outs.append(torch.softmax(model(x[s : s + batch_size].to(device)).double(), -1).cpu())
             per_pass.append(torch.cat(outs))  # [M, C]
         return torch.stack(per_pass)  # [T, M, C]
 
@@ -180,6 +209,9 @@ class _MCDropoutScore(Strategy):
         "batch_size": integer(1024, 1, help="maximum rows per forward (inputs x T)"),
         "batched": boolean(True, help="one forward over T replicas (false: T sequential passes,"
                                       " same masks)"),
+        "replicate": choice("first_dropout", REPLICATE,
+                            help="replicate the batch at the first dropout layer (the layers "
+                                 "before it run once) or at the input"),
     }
 
     def score(self, model, x, *, generator=None) -> torch.Tensor:
@@ -202,7 +234,8 @@ class _MCDropoutScore(Strategy):
                 f"strategy {self.name!r} needs a model with dropout (an nn.Dropout with p > 0) but "
                 "the model has none active; set params 'model_options: {dropout: 0.5}'")
         probs = mc_dropout_probs(model, x, self.opts["T"], generator,
-                                 batch_size=self.opts["batch_size"], batched=self.opts["batched"])
+                                 batch_size=self.opts["batch_size"], batched=self.opts["batched"],
+                                 replicate=self.opts["replicate"])
         return self.from_probs(probs)
 
     @staticmethod
