@@ -17,6 +17,12 @@ import yaml
 
 from . import params as params_mod
 
+
+def _overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    """``-p KEY VALUE`` pairs as a dict, each value parsed as YAML (``-p seeds "[0, 1]"``)."""
+    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     """Execute a notebook with papermill into its results folder."""
     from . import notebooks

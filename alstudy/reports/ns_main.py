@@ -187,7 +187,15 @@ def _claim_check(frame: pd.DataFrame, claim: str, setting: str) -> str:
     ]
     if "random" in rows.index:
         lines.append(f"* {verdict(table, NS_LABEL, 'random', column='aubc', goal=goal)}")
+    lines += _few_seeds_note(seeds)
     return "\n".join(lines)
+
+
+def _few_seeds_note(seeds: int) -> list[str]:
+    if seeds >= 3:
+        return []
+    return [f"* Caution: {seeds} seed(s) only, so the spread over seeds is barely estimated and the "
+            "fixed tolerance does most of the work; read this verdict as indicative."]
 
 
 def verdict_ns_classification(frame: pd.DataFrame, params: dict) -> str:
@@ -221,7 +229,8 @@ def verdict_ns_text_pairs(frame: pd.DataFrame, params: dict) -> str:
     setting = (f"{params['dataset']}, {params['model']}, {params['initial_size']} initial, "
                f"+{params['budget']} x {params['cycles']} cycles, {params['epochs']} epochs")
     return _claim_check(frame, "NoiseStability outperforms or is comparable to BALD, BADGE, "
-                        "CoreSet and Random on paraphrase recognition", setting)
+                        "CoreSet and Random on sentence-pair classification (the paper: MRPC "
+                        f"paraphrase recognition; here: {params['dataset']})", setting)
 
 
 def verdict_ns_regression(frame: pd.DataFrame, params: dict) -> str:
@@ -275,4 +284,5 @@ def verdict_ns_regression(frame: pd.DataFrame, params: dict) -> str:
     ]
     if "random" in rows.index:
         lines.append(f"* {verdict(table, NS_LABEL, 'random', column='aubc', goal='min')}")
+    lines += _few_seeds_note(int(ns["seeds"]))
     return "\n".join(lines)
