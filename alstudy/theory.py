@@ -931,8 +931,9 @@ class BadgeLink:
         samples: Per sample ``ns_norm`` ‖Δẑ(x)‖, ``jacobian_norm`` ‖J_θ(x)‖_F (Eq 6),
             ``badge_norm`` ‖(p − e_ŷ) ⊗ z‖ = ‖p − e_ŷ‖‖z‖, ``max_prob``.
         correlations: Pearson and Spearman correlations of the norms, of the pairwise
-            distances of the two embeddings (``ns_distance`` vs ``badge_distance``), and of each
-            norm with the model's uncertainty ``1 − max p`` (``one_minus_max_prob``).
+            distances (``ns_distance`` vs ``badge_distance``) and cosine similarities
+            (``ns_cosine`` vs ``badge_cosine``, directions only) of the two embeddings, and of
+            each norm with the model's uncertainty ``1 − max p`` (``one_minus_max_prob``).
     """
 
     samples: pd.DataFrame
@@ -996,11 +997,17 @@ def badge_link(model: nn.Module, x: torch.Tensor, *, K: int = 30, zeta: float = 
     d_ns = torch.cdist(emb, emb)[i, j].numpy()
     sq_dist_to, _ = badge_mod.badge_sqdist_oracle(a, z)
     d_badge = torch.stack([sq_dist_to(k) for k in range(N)]).clamp_min(0).sqrt()[i, j].numpy()
+    en = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-300)  # [N, K*d] directions
+    an = a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)  # [N, C]
+    zn = z / z.norm(dim=1, keepdim=True).clamp_min(1e-300)  # [N, d]
+    cos_ns = (en @ en.T)[i, j].numpy()  # [P]
+    cos_badge = ((an @ an.T) * (zn @ zn.T))[i, j].numpy()  # [P] cosine of a_i ⊗ z_i and a_j ⊗ z_j
     corr = pd.DataFrame([
         _corr_row(samples["ns_norm"].to_numpy(), samples["jacobian_norm"].to_numpy(), "ns_norm", "jacobian_norm"),
         _corr_row(samples["ns_norm"].to_numpy(), samples["badge_norm"].to_numpy(), "ns_norm", "badge_norm"),
         _corr_row(samples["jacobian_norm"].to_numpy(), samples["badge_norm"].to_numpy(), "jacobian_norm", "badge_norm"),
         _corr_row(d_ns, d_badge, "ns_distance", "badge_distance"),
+        _corr_row(cos_ns, cos_badge, "ns_cosine", "badge_cosine"),
         _corr_row(samples["ns_norm"].to_numpy(), 1 - samples["max_prob"].to_numpy(), "ns_norm", "one_minus_max_prob"),
         _corr_row(samples["badge_norm"].to_numpy(), 1 - samples["max_prob"].to_numpy(), "badge_norm", "one_minus_max_prob"),
     ])
@@ -1219,16 +1226,19 @@ def verdict_badge(link: BadgeLink) -> str:
         return ("almost identically" if r >= 0.9 else "similarly" if r >= 0.7
                 else "partly alike" if r >= 0.3 else "differently")
 
-    geometry = ("as closely as their norms, so distance-based selection on either embedding "
-                "should behave alike here" if dd["spearman"] >= nb["spearman"] - 0.05 else
-                "less than their norms: the directions (diversity) differ more than the magnitudes "
-                "(uncertainty), as Sec 3.3 argues")
+    cc = c.loc[("ns_cosine", "badge_cosine")]
+    geometry = ("the directions agree about as well as the magnitudes"
+                if cc["spearman"] >= nb["spearman"] - 0.1 else
+                "the directions, the diversity that k-center uses, differ far more than the "
+                "magnitudes (uncertainty), as Sec 3.3 argues")
     return (f"**Link to BADGE (Eq 9).** Over {int(nb['n'])} pool examples ‖Δẑ(x)‖ tracks the exact "
             f"‖J_θ(x)‖_F with Spearman {nj['spearman']:.3f} (Eq 6 per sample). NoiseStability and "
             f"BADGE rank the examples by magnitude {alike(nb['spearman'])} (Spearman "
             f"{nb['spearman']:.3f}, Pearson {nb['pearson']:.3f}); both follow the model's confidence "
             f"1 − max p (Spearman {cn['spearman']:.3f} and {cb['spearman']:.3f}). Their pairwise "
-            f"distances correlate with Spearman {dd['spearman']:.3f}, {geometry}.")
+            f"distances correlate with Spearman {dd['spearman']:.3f} (distances are dominated by "
+            f"the larger norm when norms spread over orders of magnitude), their cosine "
+            f"similarities (directions only) with Spearman {cc['spearman']:.3f}: {geometry}.")
 
 
 # ============================================================================ SAAL

@@ -16,7 +16,10 @@ processes on the machine, the process CPU time). Ratios are computed from number
 this one run. Inputs are random normal images (speed does not depend on the values).
 
 Usage: .venv/bin/python benchmarks/bench_saal.py [--n 2000] [--threads 2]
-Writes benchmarks/results/saal.json.
+Writes benchmarks/results/saal.json. The stored result was taken with ``--threads 1`` on a
+shared 2-core machine with a load average of 8-20 (recorded in the file): with two OpenMP
+threads under that load the timings measure scheduler stalls rather than the code, while the
+single-thread CPU times stay comparable between methods.
 """
 
 from __future__ import annotations

@@ -98,6 +98,11 @@ def test_classification_verdict_words_follow_the_numbers():
     close = _frame({"noise_stability": [[0.5, 0.795, 0.895, 0.945]] * 2,
                     "random": [[0.5, 0.8, 0.9, 0.95]] * 2})
     assert "**reproduced**" in ns_main.verdict_ns_text_pairs(close, P)
+    # pairs are binary: a best accuracy of 0.55 is within 0.1 of chance, whatever the ranking
+    chance = _frame({"noise_stability": [[0.5, 0.52, 0.55, 0.54]] * 2,
+                     "random": [[0.5, 0.48, 0.50, 0.51]] * 2})
+    assert "**inconclusive**" in ns_main.verdict_ns_text_pairs(chance, P)
+    assert "**reproduced**" in ns_main.verdict_ns_classification(chance, P)
 
 
 def test_regression_verdict_uses_lowest_mae_before_saturation():
@@ -111,6 +116,11 @@ def test_regression_verdict_uses_lowest_mae_before_saturation():
     worse = _frame({"noise_stability": [[30e3, 29e3, 26e3, 22e3, 21e3]] * 3,
                     "random": [[30e3, 25e3, 22e3, 20e3, 19e3]] * 3}, metric="mae")
     assert "**not reproduced**" in ns_main.verdict_ns_regression(worse, p)
+    # slightly above the lowest everywhere (within 2%): "lowest" is not met, so not reproduced
+    near = _frame({"noise_stability": [[30e3, 25.2e3, 22.2e3, 20.2e3, 19.2e3]] * 3,
+                   "random": [[30e3, 25e3, 22e3, 20e3, 19e3]] * 3}, metric="mae")
+    text = ns_main.verdict_ns_regression(near, p)
+    assert "**not reproduced**" in text and "within noise of the lowest" in text and "at 2 of 2" in text
 
 
 def test_tolerance_rejects_an_unknown_metric():

@@ -250,7 +250,10 @@ def test_badge_link_norms_match_the_explicit_gradient():
         loss = F.cross_entropy(out, out.argmax(1))
         ref.append(float(torch.autograd.grad(loss, model.head.weight)[0].norm()))
     np.testing.assert_allclose(link.samples["badge_norm"], ref, rtol=1e-5)
-    assert set(link.correlations["y"]) == {"jacobian_norm", "badge_norm", "badge_distance"}
+    assert set(link.correlations["y"]) == {"jacobian_norm", "badge_norm", "badge_distance",
+                                           "badge_cosine", "one_minus_max_prob"}
+    row = link.correlations.set_index(["x", "y"]).loc[("ns_norm", "badge_norm")]
+    assert row["pearson"] == pytest.approx(np.corrcoef(link.samples["ns_norm"], ref)[0, 1], rel=1e-4)
 
 
 # ============================================================================ SAAL
@@ -427,6 +430,10 @@ def test_defaults_match_the_notebook_parameters_cell(name):
     path = ROOT / "notebooks" / f"{name}.ipynb"
     assert notebooks.parameters(path) == NOTEBOOKS[name]
     nb = nbformat.read(path, as_version=4)
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert {p.name for p in PythonTranslator.inspect(cell)} == set(NOTEBOOKS[name])  # papermill sees all
     for cell in nb.cells:
         assert cell.get("id")
         if cell.cell_type == "code":
