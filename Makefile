@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alstudy-installed
-EXTRAS ?= notebooks,test,dask
+EXTRAS ?= notebooks,test,dask,text
 
 .PHONY: setup data study test lab figures
 
