@@ -1,15 +1,7 @@
-"""Shared test setup: results go to a temporary folder, plots render off-screen."""
+"""Shared fixtures (the environment is set up by the repository's root conftest.py)."""
 
-import os
-import tempfile
-
-# Before alstudy is imported: the default results_dir comes from this variable, so neither the
-# unit tests nor the notebooks executed by nbval write into the repository's results/.
-os.environ.setdefault("ALSTUDY_RESULTS", tempfile.mkdtemp(prefix="alstudy-test-results-"))
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)

@@ -70,7 +70,8 @@ def save(figs: dict[str, plt.Figure], run_dir: str | Path) -> list[Path]:
 
 
 def regenerate(results_dir: str | Path | None = None, close: bool = True) -> list[Path]:
-    """Rebuild every figure of every run folder ``<results_dir>/<experiment>/<run>/``.
+    """Rebuild every figure of every run folder ``<results_dir>/<experiment>/<run>/`` (a folder
+    with a saved ``params.yaml`` or ``params.json``).
 
     Args:
         results_dir: Results root (``None`` = the ``results_dir`` parameter's default).
@@ -83,7 +84,8 @@ def regenerate(results_dir: str | Path | None = None, close: bool = True) -> lis
 
     results_dir = results_dir or SCHEMA["results_dir"].default
     written = []
-    for run_dir in sorted(p.parent for p in Path(results_dir).glob("*/*/params.yaml")):
+    saved = {*Path(results_dir).glob("*/*/params.yaml"), *Path(results_dir).glob("*/*/params.json")}
+    for run_dir in sorted({p.parent for p in saved}):
         experiment = run_dir.parent.name
         figs = figures(experiment, run_dir)
         written += save(figs, run_dir)
