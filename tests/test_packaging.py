@@ -62,3 +62,23 @@ def test_readme_opens_with_the_two_commands_and_ci_calls_the_test_one():
     commands = [l.split("#")[0].strip() for l in blocks[0].splitlines() if l.strip()]
     assert commands == ["make study", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_experiment_notebook_has_valid_presets(tmp_path, monkeypatch):
+    """smoke, cpu and paper presets exist for every experiment notebook and validate against it."""
+    import pytest
+
+    from alstudy import notebooks
+
+    monkeypatch.chdir(ROOT)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        if path.stem == "figures":  # regenerates figures, runs no experiment
+            continue
+        for preset in ("smoke", "cpu", "paper"):
+            file = ROOT / "params" / f"{path.stem}.{preset}.yaml"
+            assert file.exists(), f"missing {file.name}"
+            given = yaml.safe_load(file.read_text()) or {}
+            given["results_dir"] = str(tmp_path)
+            notebooks.run_dir(notebooks.path_of(path.stem), given)  # raises on a bad key or value
+        with pytest.raises(Exception, match="nonexistent_key"):
+            notebooks.run_dir(notebooks.path_of(path.stem), {"nonexistent_key": 1})
