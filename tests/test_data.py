@@ -116,3 +116,10 @@ def test_unavailable_dataset_has_one_clear_error(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_names():
     with pytest.raises(ValueError, match="available names"):
         data.load("mnits")
+
+
+def test_fashion_mnist_missing_everywhere_gives_the_instructions(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "nothing-here")
+    monkeypatch.setenv("ALSTUDY_DATA", str(tmp_path))
+    with pytest.raises(data.DatasetUnavailable, match="apt-get install -y dataset-fashion-mnist"):
+        data.load("fashion_mnist")
