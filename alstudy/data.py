@@ -404,9 +404,9 @@ def available(root: str | Path | None = None) -> list[DatasetInfo]:
             where = spec.locate(root_path)
         except Exception:  # a broken optional package must not break the listing
             where = None
-        label = str((root_path or default_root())) if name in {"cifar10", "cifar100", "svhn"} else ""
+        label = str(root_path or default_root())  # $ALSTUDY_DATA, --root, or ./data
         rows.append(DatasetInfo(name, spec.task, bool(where),
-                                str(where) if where else spec.how_to_get.replace("<root>", label or "<root>")))
+                                str(where) if where else spec.how_to_get.replace("<root>", label)))
     return rows
 
 
