@@ -208,7 +208,6 @@ def _torchvision_fashion(root: Path | None) -> Path | None:
     single "how to get it" error.
     """
     try:
-        import torchvision  # noqa: F401
         from torchvision.datasets import FashionMNIST
     except Exception:  # noqa: BLE001 - absent or broken: both mean "not this way"
         return None

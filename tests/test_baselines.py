@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from alstudy import data as data_mod
 from alstudy import models, selection
 from alstudy.data import Dataset
 from alstudy.pool import Pool
@@ -22,23 +21,10 @@ CLASSIFICATION_ONLY = ["entropy", "margin", "least_confidence", "bald", "mc_entr
                        "variation_ratio", "badge", "qbc", "ll4al", "vaal"]
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    """One thread (overrides conftest's two): these tiny models run fastest single-threaded,
-    and two threads on a shared, busy CPU oversubscribe it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return data_mod.load("mnist", max_train=300, max_test=50)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from alstudy import data as data_mod
 from alstudy import loop, models
 from alstudy.data import Dataset
 from alstudy.pool import Pool
@@ -16,23 +15,10 @@ from alstudy.strategies.qbc import committee_probs
 from alstudy.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    """One thread (overrides conftest's two): these tiny models run fastest single-threaded,
-    and two threads on a shared, busy CPU oversubscribe it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return data_mod.load("mnist", max_train=300, max_test=50)
 
 
 VAAL_SMALL = dict(steps=30, width=8, disc_hidden=64, train_batch_size=32, latent_dim=8)

@@ -19,15 +19,6 @@ from alstudy.pool import Pool
 from alstudy.strategies.noise_stability import noise_stability_embedding, perturbed_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and most predictably on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -89,7 +80,6 @@ def test_linear_model_equals_jacobian_times_direction(difference):
     assert emb.shape == (6, K * d)
     W, b = model.lin.weight.detach(), model.lin.bias.detach()
     n = W.numel() + b.numel()
-    theta_norm = math.sqrt(float(W.square().sum() + b.square().sum()))
     # independent reconstruction of the draws: one number from the generator seeds the noise,
     # then one standard Gaussian per perturbed tensor (named_parameters order), float64
     noise = gen(int(torch.randint(0, 2**62, (1,), generator=gen(seed))))

@@ -27,15 +27,6 @@ NOTEBOOKS = {"theory_noise_stability": theory.NOISE_STABILITY_DEFAULTS,
              "theory_saal_bound": theory.SAAL_BOUND_DEFAULTS}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and most predictably on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class LinearF(models.ALModel):
     """f(x) = W x + b (linear in θ), g(z) = V z + c."""
 
