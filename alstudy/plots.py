@@ -23,7 +23,8 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path = "results/figures", 
 
 
 def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "strategy",
-                   ax: plt.Axes | None = None, title: str | None = None) -> plt.Figure:
+                   ax: plt.Axes | None = None, title: str | None = None,
+                   x: str = "n_labeled") -> plt.Figure:
     """Metric vs number of labels: mean over seeds with a 95% bootstrap band (fixed seed).
 
     Args:
@@ -32,6 +33,7 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
         hue: Column distinguishing the curves.
         ax: Axes to draw on (a new figure otherwise).
         title: Axes title.
+        x: Column on the horizontal axis (default: labeled-set size).
 
     Returns:
         The figure.
@@ -40,14 +42,18 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
     sub = frame[frame["metric"] == metric]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.lineplot(data=sub, x="n_labeled", y="value", hue=hue, style=hue, markers=True, dashes=False,
+    sns.lineplot(data=sub, x=x, y="value", hue=hue, style=hue, markers=True, dashes=False,
                  errorbar=("ci", 95), seed=0, ax=ax)
-    ax.set_xlabel("labeled examples")
+    ax.set_xlabel("labeled examples" if x == "n_labeled" else x)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    ax.legend(title=hue, frameon=False)
+    n_curves = sub[hue].nunique()
+    if n_curves > 4:  # many curves: legend beside the axes, never on top of the lines
+        ax.legend(title=hue, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(title=hue, frameon=False)
     return ax.figure
 
 

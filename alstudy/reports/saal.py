@@ -93,13 +93,7 @@ def _lines(frame: pd.DataFrame, metrics: list[str], titles: list[str], hue: str 
         if sub.empty:
             ax.set_visible(False)
             continue
-        sns.lineplot(data=sub, x=x, y="value", hue=hue, style=hue, markers=True, dashes=False,
-                     errorbar=("ci", 95), seed=0, ax=ax)
-        ax.set_title(title)
-        ax.set_xlabel("labeled examples" if x == "n_labeled" else x)
-        ax.set_ylabel(plots.METRIC_LABELS.get(metric, metric))
-        ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=8)
+        plots.learning_curve(sub, metric, hue=hue, ax=ax, title=title, x=x)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
