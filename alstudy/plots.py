@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["savefig", "learning_curve", "ablation_curve", "METRIC_LABELS"]
+__all__ = ["savefig", "learning_curve", "ablation_curve", "METRIC_LABELS",
+           "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge",
+           "plot_saal_correlations", "plot_margins"]
 
 METRIC_LABELS = {"accuracy": "test accuracy", "mae": "test MAE", "select_seconds": "selection time [s]",
                  "train_seconds": "training time [s]"}
@@ -74,3 +77,172 @@ def ablation_curve(frame: pd.DataFrame, value_col: str, metric: str | None = Non
     if title:
         ax.set_title(title)
     return ax.figure
+
+
+# ---------------------------------------------------------------------------- theory checks
+
+
+def plot_eq6_vs_K(summary: pd.DataFrame, title: str | None = None):
+    """Relative error of Eq 6 against K on log axes, with the predicted RMS and a 1/sqrt(K) line.
+
+    Args:
+        summary: Output of :func:`alstudy.theory.summarize_eq6_K`.
+        title: Axes title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    K = summary["K"].to_numpy(float)
+    ax.loglog(K, summary["rms"], "o-", label="RMS of ‖Δẑ‖²/‖J‖²_F − 1 (measured)")
+    ax.loglog(K, summary["mean_abs"], "s--", alpha=0.7, label="mean |error| (measured)")
+    ax.loglog(K, summary["predicted_rms"], "k:", label="predicted RMS (sphere, first order)")
+    ref = summary["rms"].iloc[0] * np.sqrt(K[0] / K)
+    ax.loglog(K, ref, color="grey", alpha=0.5, lw=3, label=r"$\propto 1/\sqrt{K}$")
+    ax.set_xlabel("noise draws K")
+    ax.set_ylabel("relative error of Eq 6")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_eq6_vs_zeta(summary: pd.DataFrame, title: str | None = None):
+    """Linearisation error and Eq 6 error against ζ for each ``difference`` (log axes).
+
+    Args:
+        summary: Output of :func:`alstudy.theory.summarize_eq6_zeta`.
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    for diff, grp in summary.groupby("difference", sort=False):
+        grp = grp.sort_values("zeta")
+        axes[0].loglog(grp["zeta"], grp["lin_median"].clip(lower=1e-17), "o-", label=diff)
+        axes[1].loglog(grp["zeta"], grp["eq6_rms"], "o-", label=diff)
+    mc = summary["mc_rms"].iloc[0]
+    axes[1].axhline(mc, color="k", ls=":", label=f"Monte-Carlo level at K ({mc:.2g})")
+    axes[0].axvline(1e-3, color="grey", ls="--", alpha=0.5, label="paper ζ = 1e-3")
+    axes[0].set_ylabel("median ‖Δẑ − Δẑ_lin‖ / ‖Δẑ_lin‖")
+    axes[1].set_ylabel("RMS of ‖Δẑ‖²/‖J‖²_F − 1")
+    for ax in axes:
+        ax.set_xlabel("noise scale ζ")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_concentration_and_badge(concentration: pd.DataFrame, link, title: str | None = None):
+    """Left: fraction within ε vs K (Eq 12, 16, 17) with the JL bound; right: NS vs BADGE norms.
+
+    Args:
+        concentration: Output of :func:`alstudy.theory.projected_gradients`.
+        link: Output of :func:`alstudy.theory.badge_link`.
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    fr = concentration[concentration["eps"].notna()]
+    styles = {"eq12_norm": "-", "eq16_distance": "--", "eq17_cosine": ":"}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, (eps, grp) in enumerate(fr.groupby("eps")):
+        col = colors[c % len(colors)]
+        for metric, sub in grp.groupby("metric"):
+            m = sub.groupby("K")["value"].mean()
+            axes[0].semilogx(m.index, m.values, styles.get(metric, "-"), color=col, marker="o", ms=3,
+                             label=f"{metric}, ε={eps:g}")
+        axes[0].axvline(grp[grp["metric"] == "eq16_distance"]["jl_K"].iloc[0], color=col, alpha=0.4, lw=3)
+    axes[0].set_xlabel("noise draws K (thick lines: sufficient K of the JL bound, Eq 16)")
+    axes[0].set_ylabel("fraction within ε")
+    axes[0].grid(alpha=0.3, which="both")
+    axes[0].legend(frameon=False, fontsize=7, ncol=1)
+    s = link.samples
+    sc = axes[1].scatter(s["badge_norm"], s["ns_norm"], c=s["max_prob"], s=12, cmap="viridis")
+    fig.colorbar(sc, ax=axes[1], label="max softmax probability")
+    row = link.correlations.set_index(["x", "y"]).loc[("ns_norm", "badge_norm")]
+    axes[1].set_xlabel("BADGE ‖(p − e_ŷ) ⊗ z‖ (Eq 9)")
+    axes[1].set_ylabel("NoiseStability ‖Δẑ(x)‖")
+    axes[1].set_title(f"Spearman {row['spearman']:.2f}, Pearson {row['pearson']:.2f}")
+    axes[1].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_saal_correlations(terms: pd.DataFrame, correlations: pd.DataFrame, rho: float | None = None,
+                           title: str | None = None):
+    """SAAL Fig 1a: the score against each bound term (one panel per term), with the bound line.
+
+    Args:
+        terms: Output of :func:`alstudy.theory.saal_bound_terms`.
+        correlations: Output of :func:`alstudy.theory.term_correlations` at the same ρ.
+        rho: Which ρ (default: the first).
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    rho = terms["rho"].iloc[0] if rho is None else rho
+    sub = terms[np.isclose(terms["rho"], rho)]
+    corr = correlations.set_index("y")
+    cols = [("loss", "loss ℓ(θ)"), ("grad_term", "ρ‖∇ℓ(θ)‖"), ("eig_term", "½ρ²λ₁"), ("bound", "sum (bound)")]
+    fig, axes = plt.subplots(1, 4, figsize=(14.0, 3.6))
+    for ax, (c, label) in zip(axes, cols):
+        ax.scatter(sub[c], sub["score"], s=12)
+        ax.set_xlabel(label)
+        ax.set_title(f"Pearson {corr.loc[c, 'pearson']:.2f}, Spearman {corr.loc[c, 'spearman']:.2f}",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+    lo, hi = sub[["bound", "score"]].min().min(), sub[["bound", "score"]].max().max()
+    axes[3].plot([lo, hi], [lo, hi], "k:", label="score = bound")
+    axes[3].legend(frameon=False, fontsize=8)
+    axes[0].set_ylabel(f"SAAL score (ρ = {rho:g})")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_margins(summary: pd.DataFrame, title: str | None = None):
+    """SAAL Fig 4a/4b: ψ(ρ) and r(ρ, δ) per ρ (bars; one group per round when present).
+
+    Args:
+        summary: Output of :func:`alstudy.theory.summarize_margins`.
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    s = summary.copy()
+    if "round" not in s.columns:
+        s["round"] = 0
+    rhos = sorted(s["rho"].unique())
+    rounds = sorted(s["round"].unique())
+    w = 0.8 / len(rounds)
+    for k, rd in enumerate(rounds):
+        sub = s[s["round"] == rd].set_index("rho").reindex(rhos)
+        pos = np.arange(len(rhos)) + (k - (len(rounds) - 1) / 2) * w
+        label = f"round {rd}" if len(rounds) > 1 else None
+        axes[0].bar(pos, sub["psi"], width=w, label=label)
+        axes[1].bar(pos, sub["r"], width=w, label=label)
+    for ax, ylabel in zip(axes, ("ψ(ρ): fraction keeping ŷ", "r(ρ, δ): mean δ_x / max ℓ(x, ȳ)")):
+        ax.set_xticks(np.arange(len(rhos)), [f"ρ = {r:g}" for r in rhos])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        if len(rounds) > 1:
+            ax.legend(frameon=False, fontsize=8)
+    axes[0].set_ylim(0, 1.05)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from alstudy import models, notebooks, theory
+from alstudy import models, notebooks, theory, theory_runs
 from alstudy.strategies.noise_stability import noise_stability_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = {"theory_noise_stability": theory.NOISE_STABILITY_DEFAULTS,
-             "theory_saal_bound": theory.SAAL_BOUND_DEFAULTS}
+NOTEBOOKS = {"theory_noise_stability": theory_runs.NOISE_STABILITY_DEFAULTS,
+             "theory_saal_bound": theory_runs.SAAL_BOUND_DEFAULTS}
 
 
 class LinearF(models.ALModel):
@@ -371,29 +371,13 @@ def test_saal_margins_against_a_per_sample_reference():
     assert frame.attrs["max_abs_diff_score"] < 1e-10
 
 
-def test_saal_rounds_records_terms_every_round():
-    frame = theory.saal_rounds("digits", "small_cnn", rounds=1, initial_size=10, budget=5, epochs=2,
-                               model_options={"width": 2, "hidden": 8}, candidates=40, n_eval=3,
-                               margin_rhos=[0.05], eig_tol=1e-4)
-    assert frame.groupby("round")["n_labeled"].first().tolist() == [10, 15]
-    assert set(frame[frame["subset"] == "selected"]["round"]) == {0}
-    pool = frame[(frame["subset"] == "pool") & (frame["metric"] == "lambda1")]
-    assert len(pool) == 6 and (pool["value"] > 0).all()
-    s = theory.summarize_rounds(frame)
-    assert {"loss", "grad_term", "eig_term", "lambda1", "kept", "delta"} <= set(s["metric"])
-    wide = theory.rounds_table(s)
-    assert list(wide.index.get_level_values("n_labeled")) == [10, 15]
-    kept = frame[(frame["metric"] == "kept") & (frame["round"] == 1)]["value"].mean()
-    assert wide["psi@0.05"].iloc[1] == pytest.approx(kept)
-
-
 def test_bad_options_name_the_parameter():
     model = seeded(MLP2)
     x = torch.randn(3, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="'Ks'"):
         theory.eq6_vs_K(model, x, [0, 4])
     with pytest.raises(ValueError, match="'threads'"):
-        theory.use_threads(0)
+        theory_runs.use_threads(0)
     with pytest.raises(ValueError, match="rho"):
         theory.saal_bound_terms(nn.Linear(4, 3).double(), x, rho=-1.0)
     with pytest.raises(ValueError, match="'zetas'"):
@@ -436,5 +420,5 @@ def test_defaults_match_the_notebook_parameters_cell(name):
         for key, value in preset.items():  # YAML reads 1e-3 as a string: presets must be numbers
             assert kinds_match(value, NOTEBOOKS[name][key]), (level, key, value)
         cfg = {**NOTEBOOKS[name], **preset}
-        assert theory.notebook_run_dir(cfg, name) == notebooks.run_dir(path, preset)
+        assert theory_runs.notebook_run_dir(cfg, name) == notebooks.run_dir(path, preset)
     json.dumps(NOTEBOOKS[name])  # plain values only

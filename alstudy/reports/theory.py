@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .. import theory
+from .. import plots, theory
 from . import register
 
 
@@ -27,25 +27,25 @@ def noise_stability_figures(run_dir: Path) -> dict[str, plt.Figure]:
     """Eq 6 vs K, Eq 6 vs ζ, concentration (Eq 12/16/17) and the BADGE link (Eq 9)."""
     figs = {}
     if (eq6 := _read(run_dir, "eq6_vs_K.csv")) is not None:
-        figs["eq6_vs_K"] = theory.plot_eq6_vs_K(theory.summarize_eq6_K(eq6))
+        figs["eq6_vs_K"] = plots.plot_eq6_vs_K(theory.summarize_eq6_K(eq6))
     if (zeta := _read(run_dir, "eq6_vs_zeta.csv")) is not None:
-        figs["eq6_vs_zeta"] = theory.plot_eq6_vs_zeta(theory.summarize_eq6_zeta(zeta))
+        figs["eq6_vs_zeta"] = plots.plot_eq6_vs_zeta(theory.summarize_eq6_zeta(zeta))
     pairs = _read(run_dir, "concentration.csv")
     samples, corr = _read(run_dir, "badge_link.csv"), _read(run_dir, "badge_link_correlations.csv")
     if pairs is not None and samples is not None and corr is not None:
-        figs["concentration_and_badge"] = theory.plot_concentration_and_badge(
+        figs["concentration_and_badge"] = plots.plot_concentration_and_badge(
             pairs, theory.BadgeLink(samples, corr))
     return figs
 
 
 @register("theory_saal_bound")
 def saal_bound_figures(run_dir: Path) -> dict[str, plt.Figure]:
-    """Score vs bound terms (SAAL Fig 1a), ψ(ρ) and r(ρ, δ) (Fig 4a/b), terms over rounds (Fig 1b/c)."""
+    """Score vs bound terms (SAAL Fig 1a) and ψ(ρ), r(ρ, δ) (Fig 4a/b)."""
     figs, cfg = {}, _cfg(run_dir)
     if (terms := _read(run_dir, "bound_terms.csv")) is not None:
-        figs["bound_correlations"] = theory.plot_saal_correlations(terms, cfg.get("rho"))
+        rho = cfg.get("rho", terms["rho"].iloc[0])
+        figs["bound_correlations"] = plots.plot_saal_correlations(
+            terms, theory.term_correlations(terms, rho), rho)
     if (margins := _read(run_dir, "margins.csv")) is not None:
-        figs["margins"] = theory.plot_margins(theory.summarize_margins(margins))
-    if (rounds := _read(run_dir, "rounds.csv")) is not None:
-        figs["rounds"] = theory.plot_saal_rounds(theory.summarize_rounds(rounds))
+        figs["margins"] = plots.plot_margins(theory.summarize_margins(margins))
     return figs
