@@ -1,0 +1,1 @@
+"""Evidence: paired statistics, the claim registry, verdict records."""
