@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["savefig", "learning_curve", "ablation_curve", "METRIC_LABELS",
+__all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "METRIC_LABELS",
            "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge",
            "plot_saal_correlations", "plot_margins"]
 
@@ -77,6 +77,39 @@ def ablation_curve(frame: pd.DataFrame, value_col: str, metric: str | None = Non
     if title:
         ax.set_title(title)
     return ax.figure
+
+
+def penalty_heatmap(matrix: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """Heat map of a pairwise penalty matrix (``evidence.penalty_matrix``, Ash et al. 2020, Sec. 5).
+
+    Cell [i, j] = weighted number of checkpoints at which the row strategy is significantly
+    better than the column strategy; the strip below gives each column's mean (how often that
+    strategy loses; lower is better).
+
+    Args:
+        matrix: Square DataFrame, rows = winners, columns = losers.
+        title: Figure title.
+
+    Returns:
+        The figure.
+    """
+    k = len(matrix)
+    fig, (ax, ax_mean) = plt.subplots(2, 1, figsize=(1.0 + 0.8 * k, 1.6 + 0.7 * k), sharex=True,
+                                      gridspec_kw=dict(height_ratios=[k, 1], hspace=0.08))
+    vmax = max(float(matrix.to_numpy().max()), 1e-9)
+    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=vmax, cbar=False, square=False,
+                ax=ax)
+    ax.set_ylabel("row: significantly better ...")
+    ax.set_xlabel("")
+    means = matrix.mean(axis=0).to_frame().T.rename(index={0: "column mean"})
+    sns.heatmap(means, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=vmax, cbar=False, ax=ax_mean)
+    ax_mean.set_xlabel("... than column (lower column mean = loses less)")
+    ax_mean.set_ylabel("")
+    ax_mean.tick_params(axis="y", rotation=0)
+    ax_mean.tick_params(axis="x", rotation=45)
+    ax.set_title(title or "penalty matrix: weighted wins of row over column (paired t per labeled-set size)",
+                 fontsize=9)
+    return fig
 
 
 # ---------------------------------------------------------------------------- theory checks
