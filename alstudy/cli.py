@@ -1,4 +1,4 @@
-"""Command line: ``alstudy run | notebook | batch | collect | figures | datasets | strategies``.
+"""Command line: ``alstudy run | notebook | batch | collect | figures | report | datasets | strategies``.
 
 ``alstudy run params/<file>.yaml [-p key value ...]`` runs the AL loop directly;
 ``alstudy notebook <name> [-f preset.yaml] [-p key value ...]`` executes
@@ -83,6 +83,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild the README's reproduction section from the claim registry and the stored verdicts."""
+    from .evidence import report
+
+    changed = report.update_readme(args.readme, args.results_dir, check=args.check)
+    if args.check:
+        print(f"{args.readme}: {'differs from' if changed else 'matches'} the registry and results",
+              file=sys.stderr)
+        return 1 if changed else 0
+    print(f"{args.readme}: {'rewritten' if changed else 'unchanged'}", file=sys.stderr)
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Print every dataset, whether it is available, and where from / how to get it."""
     from . import data
@@ -144,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--results-dir", default=None, help="results root (default: results)")
     fg.add_argument("-q", "--quiet", action="store_true")
     fg.set_defaults(func=cmd_figures)
+
+    rp = sub.add_parser("report", help="regenerate the README's reproduction section from results/")
+    rp.add_argument("--readme", default="README.md", help="README file with the section markers")
+    rp.add_argument("--results-dir", default="results", help="results root holding verdict.json files")
+    rp.add_argument("--check", action="store_true", help="only check; exit 1 if the README differs")
+    rp.set_defaults(func=cmd_report)
 
     ds = sub.add_parser("datasets", help="list datasets and how to get the missing ones")
     ds.add_argument("--root", default=None, help="folder of path-based datasets")
