@@ -20,8 +20,10 @@ data:
 
 setup: $(STAMP) data
 
+# FRESH=1 recomputes every unit into a new scratch folder instead of reusing finished units.
 study: setup  ## the main job: quickstart study on the embedded MNIST digits -> results/quickstart/
-	$(BIN)/alstudy notebook quickstart
+	$(BIN)/alstudy notebook quickstart -f params/quickstart.study.yaml \
+	  $(if $(FRESH),-p results_dir results/_scratch/study-$$(date +%Y%m%d-%H%M%S))
 
 test: setup  ## the whole test suite, notebooks included
 	$(BIN)/python -m pytest

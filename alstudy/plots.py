@@ -52,6 +52,9 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
+    n_seeds = sub["seed"].nunique() if "seed" in sub else 1
+    ax.text(0.99, 0.01, f"line: mean over {n_seeds} seed(s); band: 95% bootstrap CI of the mean",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
     n_curves = sub[hue].nunique()
     if n_curves > 4:  # many curves: legend beside the axes, never on top of the lines
         ax.legend(title=hue, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))

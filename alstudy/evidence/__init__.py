@@ -1,11 +1,13 @@
-"""Evidence: paired statistics that turn tidy results into verdicts.
+"""Evidence: paired statistics that turn tidy results into verdicts, the claim registry, verdict
+records and the README's generated reproduction section.
 
 The rules live in one place, the docstring of :mod:`alstudy.evidence.stats`.
 """
 
 from .stats import (KINDS, SUMMARY_METRICS, VERDICTS, Comparison, Family, Trend, compare, compare_many,
-                    distinct_levels, grid, holm, mde, penalty_matrix, per_cycle, trend)
+                    distinct_levels, grid, holm, holm_family, mde, penalty_matrix, per_cycle, trend)
+from .verdicts import Verdict, judge, judge_run, paired_table, render_markdown
 
 __all__ = ["KINDS", "SUMMARY_METRICS", "VERDICTS", "Comparison", "Family", "Trend", "compare",
-           "compare_many", "distinct_levels", "grid", "holm", "mde", "penalty_matrix", "per_cycle",
-           "trend"]
+           "compare_many", "distinct_levels", "grid", "holm", "holm_family", "mde", "penalty_matrix",
+           "per_cycle", "trend", "Verdict", "judge", "judge_run", "paired_table", "render_markdown"]

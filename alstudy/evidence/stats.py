@@ -109,7 +109,7 @@ from .. import results
 
 __all__ = ["KINDS", "VERDICTS", "SUMMARY_METRICS", "Comparison", "Family", "Trend", "compare",
            "compare_many", "per_cycle", "grid", "distinct_levels", "trend", "penalty_matrix",
-           "holm", "mde"]
+           "holm", "holm_family", "mde"]
 
 KINDS = ("superiority", "equivalence", "non_inferiority")
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
@@ -631,8 +631,16 @@ def compare(frame: pd.DataFrame, a, b, *, metric: str = "aubc", kind: str, margi
                        cycles=cyc, user_margin=None if margin is None else float(margin))
 
 
-def _holm_family(comps: Sequence[Comparison], alpha: float) -> list[Comparison]:
-    """Holm-adjust ``p`` and ``p_contra`` within the family and recompute each verdict."""
+def holm_family(comps: Sequence[Comparison], alpha: float) -> list[Comparison]:
+    """Holm-adjust ``p`` and ``p_contra`` within a family of comparisons and recompute each verdict.
+
+    Args:
+        comps: The family's comparisons (any kinds; each keeps its own rule).
+        alpha: Family-wise significance level.
+
+    Returns:
+        The comparisons with ``p_adj``, ``p_contra_adj``, ``family_size`` and the verdicts from them.
+    """
     p_adj = holm([c.p for c in comps])
     pc_adj = holm([c.p_contra for c in comps])
     size = int(sum(c.p is not None for c in comps))
@@ -675,7 +683,7 @@ def compare_many(frame: pd.DataFrame, a, bs: Sequence, *, kind: str, metric: str
     if not len(bs):
         raise ValueError("bs is empty: give at least one baseline")
     alpha = _check_alpha(alpha)
-    comps = _holm_family([compare(frame, a, b, metric=metric, kind=kind, margin=margin, alpha=alpha,
+    comps = holm_family([compare(frame, a, b, metric=metric, kind=kind, margin=margin, alpha=alpha,
                                   cycles=cycles, column=column, summary_metric=summary_metric)
                           for b in bs], alpha)
     return Family(name="compare_many", kind=kind, column=column, metric=metric,
@@ -710,7 +718,7 @@ def per_cycle(frame: pd.DataFrame, a, b, *, kind: str, margin: float | None = No
         cycles = sorted(ca & set(sub.loc[sub[column] == b, "cycle"]))
     comps = [compare(frame, a, b, metric="cycle", kind=kind, margin=margin, alpha=alpha, cycles=int(c),
                      column=column, summary_metric=summary_metric) for c in sorted(cycles)]
-    return _holm_family(comps, _check_alpha(alpha)) if holm_correct and comps else comps
+    return holm_family(comps, _check_alpha(alpha)) if holm_correct and comps else comps
 
 
 def distinct_levels(frame: pd.DataFrame, column: str = "strategy", levels: Sequence | None = None, *,
@@ -809,7 +817,7 @@ def grid(frame: pd.DataFrame, levels: Sequence | None = None, *, column: str = "
     notes = [note] if note else []
     if collapse and len(reps) < len(levels):
         notes.append(f"{len(levels)} levels, {len(reps)} distinct trajectories")
-    comps = _holm_family([compare(frame, x, y, metric=metric, kind="equivalence", margin=margin,
+    comps = holm_family([compare(frame, x, y, metric=metric, kind="equivalence", margin=margin,
                                   alpha=alpha, cycles=cyc, column=column, summary_metric=vm)
                           for x, y in itertools.combinations(reps, 2)], alpha)
     if len(reps) == 1:

@@ -35,7 +35,7 @@ from .. import results
 from . import stats
 from .claims import Claim, Threshold, claims_for
 
-__all__ = ["Verdict", "VERDICT_VALUES", "judge", "judge_run", "render_markdown", "write_verdicts",
+__all__ = ["Verdict", "VERDICT_VALUES", "judge", "judge_run", "render_markdown", "write_verdicts", "paired_table",
            "preset_of", "run_frame", "repo_root", "check_threshold"]
 
 VERDICT_VALUES = ("reproduced", "contradicted", "inconclusive", "not_computed")
@@ -372,7 +372,7 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
                               margin=margin, alpha=alpha, summary_metric="advantage")
             comps.append(c)
         if len(comps) > 1:
-            comps = stats._holm_family(comps, alpha)
+            comps = stats.holm_family(comps, alpha)
         head = _headline(comps, claim.kind)
         label = (f"advantage of {cmp.a} over {members[comps.index(head)]} ({metric} of {value_metric}), "
                  f"{cmp.between.column}={cmp.between.a} minus {cmp.between.column}={cmp.between.b}")
@@ -390,7 +390,7 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
             comps += stats.per_cycle(frame, cmp.a, b, kind=claim.kind, margin=margin, cycles=cycles,
                                      alpha=alpha, column=column, summary_metric=value_metric,
                                      holm_correct=False)
-        comps = stats._holm_family(comps, alpha) if len(comps) > 1 else comps
+        comps = stats.holm_family(comps, alpha) if len(comps) > 1 else comps
         head = _headline(comps, claim.kind)
         label = f"{cmp.a} vs {head.b}, {value_metric} at cycle {head.cycle} (weakest of {len(comps)})"
         reason = (f"{len(members)} baseline(s) × {len(cycles)} cycle(s), Holm-corrected; "
@@ -411,7 +411,7 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
                              f"family of {len(comps)}, Holm-corrected: {fam.reason}")
     groups = stats.distinct_levels(frame, column, [cmp.a, *members], summary_metric=value_metric)
     if len(groups) < len(members) + 1:
-        out["reason"] += (f"; identical trajectories counted once: "
+        out["reason"] += ("; identical trajectories counted once: "
                           + "; ".join("=".join(map(str, g)) for g in groups if len(g) > 1))
     if claim.kind == "equivalence" and len(groups) >= 3:
         grid = stats.grid(frame, [cmp.a, *members], column=column, metric=metric, margin=margin,
@@ -639,3 +639,35 @@ def render_markdown(records: Sequence[Verdict | Mapping[str, Any]]) -> str:
         lines.append(f"* run: `{r['run']}` ({r['run_setting']}); claim's setting: {r['setting']}")
         lines.append("")
     return "\n".join(lines) if lines else "No registered claim is tested by this notebook.\n"
+
+
+def paired_table(frame: pd.DataFrame, reference: str | None = None, *, metric: str = "aubc",
+                 kind: str = "superiority", margin: float | None = None, alpha: float = 0.05,
+                 summary_metric: str | None = None) -> pd.DataFrame:
+    """Every strategy of a run against one reference, paired by seed, Holm-corrected as a family.
+
+    Args:
+        frame: Tidy results of one run.
+        reference: The strategy every other one is compared with (default: ``random`` when
+            present, else the first strategy in the frame).
+        metric: ``aubc``, ``final`` or ``best``.
+        kind: The comparison's kind (see :mod:`alstudy.evidence.stats`).
+        margin: Margin for equivalence / non-inferiority.
+        alpha: Significance level.
+        summary_metric: Per-cycle metric (default accuracy or mae).
+
+    Returns:
+        One row per strategy: ``strategy, reference, n, diff, ci_low, ci_high, p_adj, mde,
+        verdict`` (``diff`` > 0: the strategy is better); empty with fewer than two strategies.
+    """
+    names = list(dict.fromkeys(frame["strategy"]))
+    if len(names) < 2:
+        return pd.DataFrame(columns=["strategy", "reference", "n", "diff", "ci_low", "ci_high", "p_adj",
+                                     "mde", "verdict"])
+    reference = reference or ("random" if "random" in names else names[0])
+    others = [s for s in names if s != reference]
+    comps = stats.holm_family([stats.compare(frame, s, reference, metric=metric, kind=kind, margin=margin,
+                                             alpha=alpha, summary_metric=summary_metric) for s in others], alpha)
+    return pd.DataFrame([{"strategy": c.a, "reference": c.b, "n": c.n, "diff": c.diff, "ci_low": c.ci_low,
+                          "ci_high": c.ci_high, "p_adj": c.p_adj if c.p_adj is not None else c.p,
+                          "mde": c.mde, "verdict": c.verdict} for c in comps])
