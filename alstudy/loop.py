@@ -46,7 +46,8 @@ def _generator(*parts: int | str) -> torch.Generator:
 
 def train_config(p: dict[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` described by validated params."""
-    return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], optimizer=p["optimizer"],
+    return TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], batch_split=p["batch_split"],
+                       optimizer=p["optimizer"],
                        lr=float(p["lr"]), momentum=float(p["momentum"]),
                        weight_decay=float(p["weight_decay"]), lr_milestones=list(p["lr_milestones"]),
                        lr_gamma=float(p["lr_gamma"]), augment=p["augment"],

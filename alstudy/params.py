@@ -101,6 +101,10 @@ SCHEMA: dict[str, Field] = {
     # training
     "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
     "batch_size": Field(96, _INT, "integer >= 1", lambda v: v >= 1, "training batch size"),
+    "batch_split": Field("last_partial", _STR, "one of ['last_partial', 'equal']",
+                         lambda v: v in ("last_partial", "equal"),
+                         "last_partial: full batches + a smaller last one (the paper's loaders); "
+                         "equal: nearly equal batches, no tiny last step"),
     "optimizer": Field("adam", _STR, "one of ['adam', 'sgd', 'sam', 'asam']",
                        lambda v: v in ("adam", "sgd", "sam", "asam"), "optimizer"),
     "lr": Field(1e-3, _NUM, "number > 0", lambda v: v > 0, "learning rate"),
@@ -292,7 +296,8 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
 
 #: Keys added after run ids were first derived: left out of the hash while empty, so older
 #: run folders keep their names.
-_HASH_SKIP_IF_EMPTY = {"cycle_metrics"}
+#: Keys left out of the run-id hash while at these values (keys added after runs were committed).
+_HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial"}
 
 
 def run_id(params: dict[str, Any]) -> str:
@@ -300,7 +305,7 @@ def run_id(params: dict[str, Any]) -> str:
     if params.get("run_id"):
         return params["run_id"]
     semantic = {k: v for k, v in params.items() if SCHEMA[k].semantic
-                and not (k in _HASH_SKIP_IF_EMPTY and not v)}
+                and not (k in _HASH_SKIP_IF_DEFAULT and v == _HASH_SKIP_IF_DEFAULT[k])}
     digest = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()
     return f"{params['dataset']}-{params['model']}-{digest[:10]}"
 

@@ -31,6 +31,9 @@ class TrainConfig:
     Attributes:
         epochs: Passes over the labeled set.
         batch_size: Mini-batch size.
+        batch_split: ``last_partial`` (the paper's loaders: full batches and one smaller last
+            batch, e.g. 100 = 96 + 4) or ``equal`` (``ceil(N / batch_size)`` batches of nearly
+            equal size, e.g. 100 = 50 + 50), so no labeled-set size ends on a tiny last step.
         optimizer: ``adam``, ``sgd``, ``sam`` or ``asam`` (SAM/ASAM wrap ``sam_base``).
         lr: Learning rate.
         momentum: SGD momentum.
@@ -45,6 +48,7 @@ class TrainConfig:
 
     epochs: int = 50
     batch_size: int = 96
+    batch_split: str = "last_partial"
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -115,6 +119,29 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; allowed: {list(OPTIMIZERS)}")
 
 
+def batches(order: torch.Tensor, batch_size: int, split: str = "last_partial") -> list[torch.Tensor]:
+    """Split a permutation ``[N]`` into mini-batches of indices.
+
+    Args:
+        order: Shuffled indices.
+        batch_size: Largest batch.
+        split: ``last_partial`` (full batches, then the remainder) or ``equal``
+            (``ceil(N / batch_size)`` batches whose sizes differ by at most one).
+
+    Returns:
+        The batches, in order; together they hold every index once.
+
+    Raises:
+        ValueError: Unknown ``split``.
+    """
+    if split == "last_partial":
+        return list(order.split(batch_size))
+    if split == "equal":
+        k = max(1, -(-order.numel() // batch_size))
+        return [b for b in torch.tensor_split(order, k) if b.numel()]
+    raise ValueError(f"batch_split = {split!r} is invalid; allowed: 'last_partial', 'equal'")
+
+
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         task: str = "classification", generator: torch.Generator | None = None,
         device: torch.device | str = "cpu", hook: TrainingHook | None = None) -> dict:
@@ -161,8 +188,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     for epoch in tqdm(range(cfg.epochs), desc="train", leave=False, disable=not cfg.progress):
         order = torch.randperm(n, generator=generator)
         tot, tot_aux = 0.0, 0.0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for idx in batches(order, cfg.batch_size, cfg.batch_split):
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
             if augment:
                 xb = crop_flip(xb, generator)

@@ -89,3 +89,19 @@ def test_evaluate_accuracy_and_mae():
 
 def test_device_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_batches_last_partial_and_equal_splits_cover_every_index_once():
+    from alstudy.train import batches
+
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    paper = batches(order, 96, "last_partial")
+    assert [len(b) for b in paper] == [96, 4]
+    equal = batches(order, 96, "equal")
+    assert [len(b) for b in equal] == [50, 50]
+    assert [len(b) for b in batches(order[:97], 48, "equal")] == [33, 32, 32]
+    for split in (paper, equal):
+        assert torch.equal(torch.cat(split).sort().values, torch.arange(100))
+    assert [len(b) for b in batches(order[:40], 96, "equal")] == [40]
+    with pytest.raises(ValueError, match="batch_split"):
+        batches(order, 96, "halves")
