@@ -201,24 +201,19 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
     attempt = records.Attempt(out, p, env, [_unit_stem(l, s) for l, s in todo])
     bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"],
                mininterval=2.0)
-    waiting, elsewhere = [], 0
+    waiting = []
     try:
         for label, seed in todo:
             lock = records.UnitLock(out / "units" / f".{_unit_stem(label, seed)}.lock")
-            if not lock.try_acquire():
+            if lock.try_acquire():
+                _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
+            else:
                 waiting.append((label, seed, lock))
-                continue
-            _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
         for label, seed, lock in waiting:  # in flight elsewhere: wait, and take over if it died
             if not done(label, seed):
                 print(f"alstudy: {label} seed {seed} is running in {lock.holder()}; waiting for it",
                       file=sys.stderr)
                 lock.acquire()
-            if done(label, seed):
-                lock.release()
-                attempt.finished_elsewhere(_unit_stem(label, seed))
-                elsewhere += 1
-                continue
             _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
     except BaseException as err:
         attempt.close(err)
@@ -226,16 +221,18 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
     finally:
         bar.close()
     attempt.close()
-    return len(attempt.record["ran"]), elsewhere
+    return len(attempt.record["ran"]), len(attempt.record["finished_elsewhere"])
 
 
 def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
                 label: str, seed: int, device: torch.device, env: dict[str, Any], out: Path,
                 done: Any, lock: records.UnitLock, attempt: records.Attempt, bar: tqdm) -> None:
-    """Run one unit whose lock is held, write its files (the tidy CSV last), release the lock."""
+    """Run one unit whose lock is held, write its files (the tidy CSV last), release the lock;
+    nothing is run when another process finished the unit first."""
     stem = _unit_stem(label, seed)
     try:
-        if done(label, seed):  # finished by another process between the listing and the lock
+        if done(label, seed):  # finished by another process since the listing
+            attempt.finished_elsewhere(stem)
             return
         started = time.time()
         metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
