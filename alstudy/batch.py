@@ -18,11 +18,15 @@ CSVs into ``results/<experiment>/<batch>.csv`` (also ``alstudy collect``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
+import signal
+import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -35,7 +39,7 @@ import yaml
 from tqdm import tqdm
 
 from . import params as params_mod
-from .results import atomic_write_csv, atomic_write_text, read_metrics
+from .results import atomic_write_csv, atomic_write_text, read_metrics, remove_stale_temp_files
 
 __all__ = ["BatchSpec", "Unit", "load_spec", "expand", "run_batch", "collect", "execute_unit",
            "failure_report", "BACKENDS"]
@@ -201,6 +205,57 @@ def collect(experiment_dir: str | Path, units: Iterable[Unit] | None = None,
     return frame
 
 
+def _die_with_children() -> None:
+    """End this worker and the processes it started (e.g. a notebook's kernel)."""
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    except ImportError:  # pragma: no cover - psutil is optional
+        pass
+    os._exit(1)
+
+
+def _die_with_driver(driver: int) -> None:
+    """Worker initializer: end this worker when the driver process ``driver`` dies.
+
+    On Linux the kernel sends SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); a watchdog
+    thread that polls the parent also covers other systems and a parent that is not the driver.
+    Either way the worker kills its own children, then exits; no unit keeps running unowned.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: _die_with_children())
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+    parent = os.getppid()  # the driver, or a fork server that the driver started
+
+    def alive() -> bool:
+        if os.getppid() != parent:  # re-parented: the parent is gone
+            return False
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(0.5)
+        _die_with_children()
+
+    if not alive():  # died before this worker got here
+        _die_with_children()
+    threading.Thread(target=watch, name="alstudy-driver-watchdog", daemon=True).start()
+
+
 def _run_local(todo: list[Unit], jobs: int, bar: tqdm, fail_fast: bool) -> list[dict[str, Any]]:
     outcomes = []
     if jobs == 1:
@@ -210,7 +265,8 @@ def _run_local(todo: list[Unit], jobs: int, bar: tqdm, fail_fast: bool) -> list[
             if fail_fast and not outcomes[-1]["ok"]:
                 break
         return outcomes
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_driver,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(execute_unit, u) for u in todo}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -289,6 +345,7 @@ def run_batch(path: str | Path, *, jobs: int | None = None, backend: str = "loca
     spec = load_spec(path, results_dir)
     units = expand(spec, threads=None if scheduler else max(1, cores // jobs))
     todo = [u for u in units if not u.done]
+    remove_stale_temp_files(units[0].run_dir.parent)  # left by a kill while writing the batch CSV
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=f"batch {spec.name}",
                unit="unit", disable=not progress)
     if backend == "dask":

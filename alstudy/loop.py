@@ -1,9 +1,11 @@
 """The active-learning cycle: params -> tidy results on disk, resumable unit by unit.
 
 A *unit* is one (strategy label, seed) run of ``cycles`` acquisitions. Each finished unit is
-written atomically to ``<results_dir>/<experiment>/<run_id>/units/``; the combined
-``metrics.csv`` is rebuilt from the unit files after each unit. A rerun of the same params
-skips finished units, so an interrupted run loses at most the unit in flight.
+written atomically to ``<results_dir>/<experiment>/<run_id>/units/`` with a record of what it
+ran with; the combined ``metrics.csv`` is rebuilt from every finished unit file of the folder
+after each unit. A rerun of the same params skips finished units, so an interrupted run loses
+at most the unit in flight; a unit in flight in another process is skipped and waited for
+(see :mod:`alstudy.records` for the records and locks).
 
 Seeding: the initial set, the model initialisation of each cycle and the training order depend
 only on (seed, cycle), so every strategy of a seed starts from the same labels and weights;
@@ -13,8 +15,8 @@ the selection generator depends on (seed, cycle) too. Same params + seed -> same
 from __future__ import annotations
 
 import json
-import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ import yaml
 from tqdm import tqdm
 
 from . import data as data_mod
-from . import cycle_metrics, models, params as params_mod, pool as pool_mod, strategies
-from .results import COLUMNS, atomic_write_csv, atomic_write_text
+from . import cycle_metrics, models, params as params_mod, pool as pool_mod, records, strategies
+from .results import COLUMNS, atomic_write_csv, atomic_write_text, remove_stale_temp_files
 from .train import TrainConfig, evaluate, fit, resolve_device
 
 __all__ = ["run", "run_dir", "run_unit", "derive_seed", "train_config"]
@@ -61,18 +63,6 @@ def run_dir(p: dict[str, Any]) -> Path:
 
 def _unit_stem(label: str, seed: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.=+-]+', '_', label)}__seed{seed}"
-
-
-def _environment(device: torch.device) -> dict[str, Any]:
-    import sklearn
-
-    env = {"python": platform.python_version(), "platform": platform.platform(),
-           "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
-           "scikit-learn": sklearn.__version__, "device": str(device),
-           "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
 
 
 def run_unit(p: dict[str, Any], data: data_mod.Dataset, label: str, strategy: strategies.Strategy,
@@ -153,14 +143,14 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
         **overrides: Parameter overrides.
 
     Returns:
-        The combined tidy DataFrame (also written to ``<run_dir>/metrics.csv``).
+        The tidy rows of every finished unit in the run folder, this call's and earlier ones'
+        (also written to ``<run_dir>/metrics.csv``).
 
     Raises:
         alstudy.params.ParamError: Bad parameters (before any training).
     """
     p = params_mod.validate(params, **overrides)
-    if p["threads"]:
-        torch.set_num_threads(p["threads"])
+    threads = p["threads"] or records.default_threads()
     device = resolve_device(p["device"])
     if data is None:
         data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
@@ -176,27 +166,117 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
         if not params_mod.semantic_equal(previous, p):
             raise params_mod.ParamError(
                 f"{out} holds a run with different parameters; set a new 'run_id' or remove the folder")
-    atomic_write_text(yaml.safe_dump(p, sort_keys=False), saved)
-    atomic_write_text(json.dumps(_environment(device), indent=2), out / "environment.json")
+    for folder in (out, out / "units", out / "attempts"):  # left by a kill during a write
+        remove_stale_temp_files(folder)
 
     units = [(label, seed) for label in built for seed in p["seeds"]]
-    todo = [(l, s) for l, s in units if not (out / "units" / f"{_unit_stem(l, s)}.csv").exists()]
+    done = lambda label, seed: (out / "units" / f"{_unit_stem(label, seed)}.csv").exists()
+    todo = [(l, s) for l, s in units if not done(l, s)]
+    env = records.environment(device, threads)
+    if todo:
+        finished = [f.stem for f in _unit_files(out)]
+        for warning in records.check_resume(out, env, finished):
+            print(f"alstudy: warning: {warning}", file=sys.stderr)
+    torch.set_num_threads(threads)
+    order = list(built)
+    ran, elsewhere = _run_units(p, data, built, todo, device, env, out, done)
+    frame = _combine(out, order)
+    skipped = len(units) - len(todo)
+    if skipped or elsewhere:
+        print(f"alstudy: {skipped} of {len(units)} unit(s) were already finished and skipped"
+              + (f", {elsewhere} finished by another process" if elsewhere else "")
+              + f", {ran} run now; results: {out}", file=sys.stderr)
+    return frame
+
+
+def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
+               todo: list[tuple[str, int]], device: torch.device, env: dict[str, Any], out: Path,
+               done: Any) -> tuple[int, int]:
+    """Run the unfinished units, each under its lock; wait for those in flight elsewhere.
+
+    Returns:
+        ``(units run here, units finished by another process meanwhile)``.
+    """
+    if not todo:
+        return 0, 0
+    attempt = records.Attempt(out, p, env, [_unit_stem(l, s) for l, s in todo])
     bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"],
                mininterval=2.0)
-    for label, seed in todo:
+    waiting = []
+    try:
+        for label, seed in todo:
+            lock = records.UnitLock(out / "units" / f".{_unit_stem(label, seed)}.lock")
+            if lock.try_acquire():
+                _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
+            else:
+                waiting.append((label, seed, lock))
+        for label, seed, lock in waiting:  # in flight elsewhere: wait, and take over if it died
+            if not done(label, seed):
+                print(f"alstudy: {label} seed {seed} is running in {lock.holder()}; waiting for it",
+                      file=sys.stderr)
+                lock.acquire()
+            _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
+    except BaseException as err:
+        attempt.close(err)
+        raise
+    finally:
+        bar.close()
+    attempt.close()
+    return len(attempt.record["ran"]), len(attempt.record["finished_elsewhere"])
+
+
+def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
+                label: str, seed: int, device: torch.device, env: dict[str, Any], out: Path,
+                done: Any, lock: records.UnitLock, attempt: records.Attempt, bar: tqdm) -> None:
+    """Run one unit whose lock is held, write its files (the tidy CSV last), release the lock;
+    nothing is run when another process finished the unit first."""
+    stem = _unit_stem(label, seed)
+    try:
+        if done(label, seed):  # finished by another process since the listing
+            attempt.finished_elsewhere(stem)
+            return
+        started = time.time()
         metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
-        stem = _unit_stem(label, seed)
         atomic_write_csv(sel, out / "units" / f"{stem}.selected.csv")
+        atomic_write_text(json.dumps({**env, "strategy": label, "seed": seed,
+                                      "host": attempt.record["host"], "pid": attempt.record["pid"],
+                                      "started": started, "seconds": time.time() - started},
+                                     indent=2), out / "units" / f"{stem}.json")
+        with records.run_lock(out):
+            records.record_finished_unit(out, p, env, seed)
         atomic_write_csv(metrics, out / "units" / f"{stem}.csv")  # written last: marks the unit done
-        _combine(out, units)
-    bar.close()
-    return _combine(out, units)
+        attempt.ran(stem)
+        _combine(out, list(built))
+    finally:
+        lock.release()
 
 
-def _combine(out: Path, units: list[tuple[str, int]]) -> pd.DataFrame:
-    """Rebuild ``metrics.csv`` from the finished unit files of this run's units."""
-    frames = [pd.read_csv(f) for l, s in units
-              if (f := out / "units" / f"{_unit_stem(l, s)}.csv").exists()]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    atomic_write_csv(frame, out / "metrics.csv")
+def _unit_files(out: Path) -> list[Path]:
+    """Every finished unit's tidy CSV in the run folder (whichever invocation wrote it)."""
+    return [f for f in sorted((out / "units").glob("*.csv"))
+            if not f.name.endswith(".selected.csv") and not f.name.startswith(".")]
+
+
+def _combine(out: Path, order: list[str]) -> pd.DataFrame:
+    """Rebuild ``metrics.csv`` from every finished unit file of the run folder.
+
+    Units are ordered by strategy (in ``order``, the params' order) and seed, so the file does
+    not depend on which invocation finished last. It is rewritten only when its content
+    changes, under the run lock (rebuilt there again, so a concurrent unit is never dropped).
+    """
+    def build() -> tuple[pd.DataFrame, str]:
+        rank = {label: i for i, label in enumerate(order)}
+        frames = [pd.read_csv(f) for f in _unit_files(out)]
+        frames.sort(key=lambda f: (rank.get(f["strategy"].iloc[0], len(rank)),
+                                   str(f["strategy"].iloc[0]), int(f["seed"].iloc[0])))
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+        return frame, frame.to_csv(index=False)
+
+    path = out / "metrics.csv"
+    frame, text = build()
+    if path.exists() and path.read_text() == text:
+        return frame
+    with records.run_lock(out):
+        frame, text = build()
+        atomic_write_text(text, path)
     return frame

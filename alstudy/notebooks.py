@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,8 @@ def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "py
         progress: Show papermill's cell progress bar.
 
     Returns:
-        Path of the executed notebook, ``<run_dir>/<name>.ipynb``.
+        Path of the executed notebook, ``<run_dir>/<name>.ipynb`` (replaced only by a successful
+        execution; a failed one stays in ``<run_dir>/attempts/``).
     """
     import papermill as pm
 
@@ -90,6 +93,11 @@ def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "py
     out_dir = run_dir(path, given)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
-    pm.execute_notebook(str(path), str(output), parameters=given, kernel_name=kernel,
+    # executed into attempts/ first: a failed run keeps its copy there and never replaces the
+    # executed notebook of a finished run; a successful one is moved into place
+    attempt = out_dir / "attempts" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.{path.name}"
+    attempt.parent.mkdir(exist_ok=True)
+    pm.execute_notebook(str(path), str(attempt), parameters=given, kernel_name=kernel,
                         progress_bar=progress, cwd=str(Path.cwd()))
+    os.replace(attempt, output)
     return output

@@ -126,7 +126,7 @@ SCHEMA: dict[str, Field] = {
                     lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
                     "auto = CUDA when present", semantic=False),
     "threads": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
-                     "torch CPU threads (null = torch default)", semantic=False),
+                     "torch CPU threads (null = $OMP_NUM_THREADS, else 1)", semantic=False),
     "results_dir": Field(os.environ.get("ALSTUDY_RESULTS", "results"), _STR, "a folder", lambda v: bool(v), "results root",
                          semantic=False),
     "run_id": Field(None, _STR + _NONE, "a folder name or null (derived from the params)",

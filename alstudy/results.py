@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
-           "summarize", "summary_table", "aubc", "verdict", "add_option_column"]
+           "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc", "verdict", "add_option_column"]
 
 COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
            "metric", "value"]
@@ -24,20 +31,77 @@ COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycl
 METRIC_GOAL = {"accuracy": "max", "mae": "min"}
 
 
+#: When this module was imported: temp files older than this cannot be this process's writes.
+PROCESS_START = time.time()
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where ``/proc`` allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permission bits of a new file under the current umask (``0o644`` under umask 022)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (never a truncated file)."""
+    """Write ``text`` to ``path`` via a temporary file and rename (never a truncated file).
+
+    The file gets the normal permissions of the umask (``tempfile`` would leave it 0600). The
+    hidden temp file ``.<name>.<random>.tmp`` is locked while it is written, so that
+    :func:`remove_stale_temp_files` can tell a write in progress from one a kill left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked until the file is closed
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(folder: str | Path, older_than: float | None = None) -> list[Path]:
+    """Delete the hidden ``.NAME.XXXX.tmp`` files that a kill during a write left in ``folder``.
+
+    Only stale ones go: modified before ``older_than`` (default: this process's start, see
+    :data:`PROCESS_START`) and not locked by a writer that is still running.
+
+    Returns:
+        The files removed.
+    """
+    older_than = PROCESS_START if older_than is None else older_than
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        try:
+            if not tmp.is_file() or tmp.stat().st_mtime >= older_than:
+                continue
+            with open(tmp, "rb") as fh:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a live write
+                tmp.unlink()
+            removed.append(tmp)
+        except OSError:  # locked, or gone meanwhile
+            continue
+    return removed
 
 
 def atomic_write_csv(frame: pd.DataFrame, path: str | Path) -> None:

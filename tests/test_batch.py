@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, local vs Dask backends, failures, kills and resumption."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,3 +100,33 @@ def test_killed_worker_then_rerun_completes_without_duplicates(tmp_path):
     key = ["run_id", "strategy", "seed", "cycle", "metric"]
     assert not frame.duplicated(key).any()
     assert len(frame[frame.metric == "accuracy"]) == 6 * 2
+
+
+def test_workers_die_with_a_killed_driver(tmp_path):
+    """SIGKILL only the driver of a local pool: its workers must not keep running units."""
+    spec = _spec(tmp_path, epochs=200)
+    results = tmp_path / "orphans"
+    script = textwrap.dedent(f"""
+        from alstudy import batch
+        batch.run_batch({str(spec)!r}, jobs=2, backend="local", results_dir={str(results)!r}, progress=False)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script])
+    workers = []
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None:
+            workers = psutil.Process(driver.pid).children(recursive=True)
+            if len(workers) >= 2 and list((results / "sweep").glob("grid-*/attempts/*.json")):
+                break  # two workers, and a unit in progress
+            time.sleep(0.2)
+        assert driver.poll() is None and len(workers) >= 2
+        driver.kill()
+        driver.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers outlived their driver: {alive}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for proc in workers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
