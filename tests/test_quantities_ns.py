@@ -253,3 +253,19 @@ def test_judge_run_on_a_tiny_real_run_writes_the_registry_claims(tmp_path):
     assert by_id["ns.ext.paper_vs_official.official_equivalent"]["verdict"] == "not_computed"
     md = (run_dir / "verdict.md").read_text()
     assert md == evidence.render_markdown(payload["records"])
+
+
+def test_committed_ns_runs_carry_the_engines_current_verdicts():
+    runs = [(name, run) for name in NOTEBOOKS for run in sorted((ROOT / "results" / name).glob("*/"))
+            if (run / "params.yaml").exists() or (run / "params.json").exists()]
+    assert runs, "no committed NoiseStability runs"
+    for name, run in runs:
+        path = run / "verdict.json"
+        assert path.exists(), f"{run.relative_to(ROOT)} has no verdict.json"
+        stored = json.loads(path.read_text())["records"]
+        fresh = evidence.judge_run(name, run, write=False)
+        assert [r["claim"] for r in stored] == [r.claim for r in fresh], run.relative_to(ROOT)
+        for old, new in zip(stored, fresh):
+            assert old["verdict"] == new.verdict, (run.relative_to(ROOT), new.claim)
+            assert old["diff"] == pytest.approx(new.diff, nan_ok=True), (run.relative_to(ROOT), new.claim)
+        assert (run / "verdict.md").read_text() == evidence.render_markdown(stored)
