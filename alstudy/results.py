@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
-           "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc", "verdict", "add_option_column"]
+           "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc", "verdict",
+           "add_option_column", "class_rates"]
 
 COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
            "metric", "value"]
@@ -222,3 +223,30 @@ def add_option_column(frame: pd.DataFrame, params: dict, option: str, column: st
     out = frame.copy()
     out[column or option] = out["strategy"].map(values)
     return out
+
+
+def class_rates(dataset) -> pd.DataFrame:
+    """Per split and class of a classification dataset: how many examples, and what share.
+
+    The largest test ``rate`` is the accuracy of a constant predictor (the majority class), the
+    level a model must clear before its ranking of strategies means anything.
+
+    Args:
+        dataset: An :class:`alstudy.data.Dataset` with integer class targets.
+
+    Returns:
+        Columns ``split`` (``train``/``test``), ``class``, ``count``, ``rate``; one row per
+        class of ``range(num_classes)``, absent classes with count 0.
+
+    Raises:
+        ValueError: A dataset without classes (regression).
+    """
+    if not dataset.num_classes:
+        raise ValueError(f"dataset {dataset.name!r} has no classes (task {dataset.task!r}); "
+                         "class_rates needs a classification dataset")
+    rows = []
+    for split, y in (("train", dataset.y_train), ("test", dataset.y_test)):
+        counts = np.bincount(np.asarray(y, dtype=np.int64).ravel(), minlength=dataset.num_classes)
+        for c, n in enumerate(counts):
+            rows.append({"split": split, "class": c, "count": int(n), "rate": float(n) / max(int(counts.sum()), 1)})
+    return pd.DataFrame(rows, columns=["split", "class", "count", "rate"])

@@ -1,6 +1,5 @@
-"""NoiseStability ablation notebooks: presets, tables, verdicts, round-off report, builders."""
+"""NoiseStability ablation notebooks: presets, tables, round-off report, builders."""
 
-import math
 from pathlib import Path
 
 import nbformat
@@ -35,7 +34,7 @@ def test_notebook_structure(name):
             assert not line.lstrip().startswith(("def ", "class ")), line
     assert nb.cells[0].cell_type == "markdown" and f"params/{name}.paper.yaml" in nb.cells[0].source
     assert nb.cells[1].source.rstrip().endswith("_before = set(globals())")
-    assert "verdict.md" in code[-1].source
+    assert f'evidence.judge_run("{name}", run_dir, p)' in code[-1].source
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -99,20 +98,6 @@ def test_option_table_matches_naive_aubc():
     assert list(table["K"]) == [1, 10]
 
 
-def test_compare_rule_uses_noise_floor():
-    from alstudy.results import summary_table
-
-    table = summary_table(_frame({"a": [[0.90, 0.90], [0.90, 0.90]],
-                                  "b": [[0.80, 0.80], [0.80, 0.80]],
-                                  "c": [[0.898, 0.898], [0.898, 0.898]]}))
-    assert nsa.compare(table, "a", "b")[2] == "better than"
-    assert nsa.compare(table, "b", "a")[2] == "worse than"
-    diff, noise, word = nsa.compare(table, "c", "a")  # 0.002 < TOL
-    assert word == "within noise of" and noise == nsa.TOL and diff == pytest.approx(-0.002)
-    with pytest.raises(ValueError, match="'zz' not in the table"):
-        nsa.compare(table, "zz", "a")
-
-
 def test_pick_overlap_against_sets():
     sel = pd.DataFrame({"strategy": ["ref"] * 4 + ["x"] * 4 + ["ref"] * 2 + ["x"] * 2,
                         "seed": [0] * 8 + [1] * 4,
@@ -123,65 +108,9 @@ def test_pick_overlap_against_sets():
     assert ov["x"] == pytest.approx((2 / 4 + 1 / 2) / 2)
 
 
-# --------------------------------------------------------------------------- verdicts
-
-
 def _ns_variants():
     return {"NS": {"strategy": "noise_stability"}, "NS-M": {"strategy": "noise_stability_m"},
             "NS-D": {"strategy": "noise_stability_d"}}
-
-
-def test_verdict_variants_reads_the_numbers():
-    p = _params(_ns_variants())
-    good = _frame({"NS": [[0.6, 0.8, 0.9]] * 2, "NS-M": [[0.6, 0.7, 0.8]] * 2,
-                   "NS-D": [[0.6, 0.75, 0.85]] * 2})
-    assert "**reproduced**" in nsa.verdict_variants(good, p)
-    same = _frame({k: [[0.6, 0.8, 0.9]] * 2 for k in ("NS", "NS-M", "NS-D")})
-    assert "**not reproduced**" in nsa.verdict_variants(same, p)
-    part = _frame({"NS": [[0.6, 0.8, 0.9]] * 2, "NS-M": [[0.6, 0.7, 0.8]] * 2,
-                   "NS-D": [[0.6, 0.8, 0.9]] * 2})
-    assert "**partly reproduced**" in nsa.verdict_variants(part, p)
-
-
-def test_verdict_k_insensitive_and_sensitive():
-    spec = {f"K={k}": {"strategy": "noise_stability", "K": k} for k in (1, 10, 30)}
-    p = _params(spec)
-    flat = _frame({k: [[0.6, 0.8, 0.9]] * 2 for k in spec})
-    text = nsa.verdict_k(flat, p)
-    assert "**insensitive (reproduced)**" in text and "**competitive (reproduced)**" in text
-    steep = _frame({"K=1": [[0.6, 0.6, 0.6]] * 2, "K=10": [[0.6, 0.7, 0.8]] * 2,
-                    "K=30": [[0.6, 0.8, 0.9]] * 2})
-    text = nsa.verdict_k(steep, p)
-    assert "**sensitive (not reproduced)**" in text and "**not competitive" in text
-
-
-def test_verdict_selection_and_paper_vs_official():
-    sel = {"k-center": {"strategy": "noise_stability"},
-           "k-means++": {"strategy": "noise_stability", "selector": "kmeanspp"}}
-    p = _params(sel)
-    assert "**reproduced**" in nsa.verdict_selection(
-        _frame({k: [[0.6, 0.8]] * 2 for k in sel}), p)
-    assert "**not reproduced** (1 pair" in nsa.verdict_selection(
-        _frame({"k-center": [[0.6, 0.8]] * 2, "k-means++": [[0.5, 0.6]] * 2}), p)
-    pvo = {"paper": {"strategy": "noise_stability"},
-           "official": {"strategy": "noise_stability", "variant": "official"}}
-    text = nsa.verdict_paper_vs_official(
-        _frame({"paper": [[0.6, 0.8]] * 2, "official": [[0.6, 0.7]] * 2}), _params(pvo))
-    assert "official (worse)" in text
-    text = nsa.verdict_paper_vs_official(_frame({k: [[0.6, 0.8]] * 2 for k in pvo}), _params(pvo))
-    assert "none;" in text
-
-
-def test_verdict_single_sample():
-    spec = {"NS-M": {"strategy": "noise_stability_m", "K": 50},
-            "BALD": {"strategy": "bald", "T": 50}, "ent": {"strategy": "mc_entropy"},
-            "vr": {"strategy": "variation_ratio"}}
-    p = _params(spec, model_options={"dropout": 0.5}, budget=1)
-    win = _frame({"NS-M": [[0.6, 0.9]] * 2, "BALD": [[0.6, 0.7]] * 2, "ent": [[0.6, 0.7]] * 2,
-                  "vr": [[0.6, 0.7]] * 2}, budget=1)
-    assert "**reproduced**" in nsa.verdict_single_sample(win, p)
-    tie = _frame({k: [[0.6, 0.7]] * 2 for k in spec}, budget=1)
-    assert "**not reproduced** (within noise" in nsa.verdict_single_sample(tie, p)
 
 
 def _zeta_spec(zetas=(1e-6, 1e-3, 10)):
@@ -189,26 +118,6 @@ def _zeta_spec(zetas=(1e-6, 1e-3, 10)):
          for z in zetas for d in ("finite", "finite64")}
     s["jvp"] = {"strategy": "noise_stability", "difference": "jvp"}
     return s
-
-
-def test_verdict_zeta_decides_between_roundoff_and_activation():
-    p = _params(_zeta_spec())
-    good, bad = [[0.6, 0.8, 0.9]] * 2, [[0.6, 0.65, 0.7]] * 2
-    roundoff = _frame({"z=1e-06 finite": bad, "z=1e-06 finite64": good, "z=0.001 finite": good,
-                       "z=0.001 finite64": good, "z=10 finite": bad, "z=10 finite64": bad,
-                       "jvp": good})
-    text = nsa.verdict_zeta(roundoff, p)
-    assert "**float32 round-off** explains" in text
-    assert "Large-ζ degradation: **reproduced**" in text
-    assert "Small-ζ degradation: **reproduced**" in text
-    activation = roundoff.copy()
-    for lab in ("z=1e-06 finite64", "jvp"):
-        activation = activation[activation["strategy"] != lab]
-    activation = pd.concat([activation, _frame({"z=1e-06 finite64": bad, "jvp": bad})])
-    assert "consistent with the paper's conjecture" in nsa.verdict_zeta(activation, p)
-    flat = _frame({k: good for k in _zeta_spec()})
-    text = nsa.verdict_zeta(flat, p)
-    assert "Small-ζ degradation: **not reproduced**" in text and "nothing to explain" in text
 
 
 # --------------------------------------------------------------------------- round-off report
@@ -271,4 +180,3 @@ def test_report_builders_make_their_figures(tmp_path):
         figs = reports.figures(name, run)
         assert set(figs) == {"learning_curve", "aubc"}
     plt.close("all")
-    assert math.isfinite(nsa.TOL)

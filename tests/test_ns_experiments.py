@@ -1,4 +1,4 @@
-"""NoiseStability main experiments: notebooks' parameters and presets, verdict rules, text data and model."""
+"""NoiseStability main experiments: notebooks' parameters and presets, per-cycle table, text data and model."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_a_misspelled_preset_key_is_rejected():
         params.validate({**defaults, "epoch": 3})
 
 
-# --------------------------------------------------------------------------- verdict rules
+# --------------------------------------------------------------------------- per-cycle table
 
 
 def _frame(curves: dict[str, list[list[float]]], metric: str = "accuracy", step: int = 20) -> pd.DataFrame:
@@ -67,8 +67,6 @@ def _frame(curves: dict[str, list[list[float]]], metric: str = "accuracy", step:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-P = {"dataset": "d", "model": "m", "initial_size": 20, "budget": 20, "cycles": 3, "epochs": 5}
-
 
 def test_per_cycle_comparison_matches_a_hand_computation():
     frame = _frame({"noise_stability": [[0.5, 0.70, 0.80, 0.90], [0.5, 0.72, 0.78, 0.92]],
@@ -78,54 +76,20 @@ def test_per_cycle_comparison_matches_a_hand_computation():
     # cycle 1: NS mean 0.71, best other entropy 0.69 -> gap +0.02
     assert comp.loc[1, "best_other"] == "entropy"
     assert comp.loc[1, "gap"] == pytest.approx(0.02)
-    # cycle 2: NS 0.79, best random 0.84 -> gap -0.05; tol = max(0.01, std) with std = 0.01414
+    # cycle 2: NS 0.79, best random 0.84 -> gap -0.05
     assert comp.loc[2, "best_other"] == "random"
-    assert comp.loc[2, "gap"] == pytest.approx(-0.05)
-    assert comp.loc[2, "tol"] == pytest.approx(np.std([0.85, 0.83], ddof=1))
-    assert not comp.loc[2, "comparable"]
+    assert comp.loc[2, "gap"] == pytest.approx(-0.05) and not comp.loc[2, "best"]
+    assert comp.loc[2, "best_std"] == pytest.approx(np.std([0.85, 0.83], ddof=1))
     assert comp.loc[3, "best"] and comp.loc[3, "gap"] == pytest.approx(0.91 - 0.89)
+    assert "tol" not in comp and "comparable" not in comp  # descriptive: no verdict rule in the table
 
 
-def test_classification_verdict_words_follow_the_numbers():
-    good = _frame({"noise_stability": [[0.5, 0.8, 0.9, 0.95]] * 2,
-                   "random": [[0.5, 0.7, 0.8, 0.85]] * 2, "entropy": [[0.5, 0.75, 0.85, 0.9]] * 2})
-    assert "**reproduced**" in ns_main.verdict_ns_classification(good, P)
-    bad = _frame({"noise_stability": [[0.5, 0.6, 0.7, 0.75]] * 2,
-                  "random": [[0.5, 0.7, 0.8, 0.85]] * 2, "entropy": [[0.5, 0.75, 0.85, 0.9]] * 2})
-    text = ns_main.verdict_ns_classification(bad, P)
-    assert "**not reproduced**" in text and "0 of 3 cycles" in text
-    # within one accuracy point at every cycle: comparable, hence reproduced
-    close = _frame({"noise_stability": [[0.5, 0.795, 0.895, 0.945]] * 2,
-                    "random": [[0.5, 0.8, 0.9, 0.95]] * 2})
-    assert "**reproduced**" in ns_main.verdict_ns_text_pairs(close, P)
-    # pairs are binary: a best accuracy of 0.55 is within 0.1 of chance, whatever the ranking
-    chance = _frame({"noise_stability": [[0.5, 0.52, 0.55, 0.54]] * 2,
-                     "random": [[0.5, 0.48, 0.50, 0.51]] * 2})
-    assert "**inconclusive**" in ns_main.verdict_ns_text_pairs(chance, P)
-    assert "**reproduced**" in ns_main.verdict_ns_classification(chance, P)
-
-
-def test_regression_verdict_uses_lowest_mae_before_saturation():
-    p = {**P, "cycles": 4}
-    # NS lowest at the early cycles 1..2, worse later: still "reproduced" (claim is before saturation)
-    frame = _frame({"noise_stability": [[30e3, 25e3, 22e3, 21e3, 21e3]] * 3,
-                    "random": [[30e3, 27e3, 23e3, 20e3, 19e3]] * 3,
-                    "coreset": [[30e3, 28e3, 24e3, 22e3, 21e3]] * 3}, metric="mae")
-    text = ns_main.verdict_ns_regression(frame, p)
-    assert "**reproduced**" in text and "lowest mean MAE at 2 of 2" in text
-    worse = _frame({"noise_stability": [[30e3, 29e3, 26e3, 22e3, 21e3]] * 3,
-                    "random": [[30e3, 25e3, 22e3, 20e3, 19e3]] * 3}, metric="mae")
-    assert "**not reproduced**" in ns_main.verdict_ns_regression(worse, p)
-    # slightly above the lowest everywhere (within 2%): "lowest" is not met, so not reproduced
-    near = _frame({"noise_stability": [[30e3, 25.2e3, 22.2e3, 20.2e3, 19.2e3]] * 3,
-                   "random": [[30e3, 25e3, 22e3, 20e3, 19e3]] * 3}, metric="mae")
-    text = ns_main.verdict_ns_regression(near, p)
-    assert "**not reproduced**" in text and "within noise of the lowest" in text and "at 2 of 2" in text
-
-
-def test_tolerance_rejects_an_unknown_metric():
-    with pytest.raises(ValueError, match="metric 'auc'"):
-        ns_main.tolerance("auc", 1.0, 0.0, 0.0)
+def test_per_cycle_comparison_orients_mae_and_rejects_a_missing_strategy():
+    frame = _frame({"noise_stability": [[30e3, 25e3]] * 2, "random": [[30e3, 27e3]] * 2}, metric="mae")
+    comp = ns_main.per_cycle_comparison(frame).set_index("cycle")
+    assert comp.loc[1, "gap"] == pytest.approx(2e3) and comp.loc[1, "best"]  # lower MAE is better
+    with pytest.raises(ValueError, match="'zz' not in the results"):
+        ns_main.per_cycle_comparison(frame, "zz")
 
 
 def test_report_builder_draws_from_a_run_folder(tmp_path):

@@ -1,4 +1,4 @@
-"""Figures, tables and verdicts of the NoiseStability ablation notebooks.
+"""Figures and tables of the NoiseStability ablation notebooks.
 
 NoiseStability (Li et al., AAAI 2024) represents an unlabeled x by the noise deviation
 
@@ -9,14 +9,9 @@ and selects with greedy k-center on Δẑ. Its Sec 5 varies ζ (Fig 3 left), K (
 subset-selection algorithm (Fig 3 right), keeps only the magnitude or only the direction of Δẑ
 (NS-M / NS-D, Fig 4 left) and selects one example per cycle against MC-dropout baselines
 (Fig 4 right). One report builder per notebook is registered here (``alstudy figures`` rebuilds
-the same figures from the stored CSVs), plus the tables and the computed verdicts the notebooks
-display.
-
-Verdict rule (all notebooks): two settings differ when the difference of their mean area under
-the budget curve (AUBC, :func:`alstudy.results.aubc`) exceeds the *noise level*
-``max(TOL, largest std over seeds of the two)``; otherwise they are "within noise". ``TOL`` is
-half an accuracy point, so that a two- or three-seed standard deviation that happens to be
-tiny does not turn a negligible difference into a finding.
+the same figures from the stored CSVs), plus the tables the notebooks display and the ζ
+round-off measurement. The verdicts come from the evidence engine
+(:func:`alstudy.evidence.judge_run`), not from here.
 """
 
 from __future__ import annotations
@@ -34,12 +29,8 @@ from .. import plots
 from ..results import add_option_column, atomic_write_csv, read_metrics, summary_table
 from . import learning_curves, register
 
-__all__ = ["TOL", "EXPERIMENTS", "compare", "option_table", "selected_indices", "pick_overlap",
-           "zeta_roundoff", "zeta_table", "verdict_zeta", "verdict_k", "verdict_selection",
-           "verdict_variants", "verdict_single_sample", "verdict_paper_vs_official"]
-
-#: Smallest AUBC difference (accuracy, as a fraction) ever called a difference.
-TOL = 0.005
+__all__ = ["EXPERIMENTS", "option_table", "selected_indices", "pick_overlap", "zeta_roundoff",
+           "zeta_table"]
 
 EXPERIMENTS = ("ns_ablation_zeta", "ns_ablation_k", "ns_ablation_selection",
                "ns_ablation_variants", "ns_single_sample", "ns_paper_vs_official")
@@ -63,33 +54,6 @@ def _labels(params: dict) -> list[str]:
     """Strategy labels in the order of ``params['strategies']``."""
     s = params.get("strategies", [])
     return list(s) if isinstance(s, (list, dict)) else []
-
-
-def compare(table: pd.DataFrame, a: str, b: str, column: str = "aubc") -> tuple[float, float, str]:
-    """Compare two rows of a :func:`alstudy.results.summary_table` by the verdict rule.
-
-    Args:
-        table: Output of ``summary_table`` (``strategy``, ``<column>_mean``, ``<column>_std``).
-        a: Strategy label of the first setting.
-        b: Strategy label of the second setting.
-        column: ``aubc``, ``final`` or ``best`` (larger is better).
-
-    Returns:
-        ``(difference a − b, noise level, word)`` with word ``"better than"``, ``"worse than"``
-        or ``"within noise of"``; noise level = ``max(TOL, std_a, std_b)``.
-
-    Raises:
-        ValueError: A label that is not in the table.
-    """
-    rows = table.set_index("strategy")
-    for name in (a, b):
-        if name not in rows.index:
-            raise ValueError(f"strategy {name!r} not in the table; have {list(rows.index)}")
-    diff = float(rows.loc[a, f"{column}_mean"] - rows.loc[b, f"{column}_mean"])
-    noise = max(TOL, float(np.nan_to_num(rows.loc[a, f"{column}_std"])),
-                float(np.nan_to_num(rows.loc[b, f"{column}_std"])))
-    word = "better than" if diff > noise else "worse than" if diff < -noise else "within noise of"
-    return diff, noise, word
 
 
 def option_table(frame: pd.DataFrame, params: dict, option: str) -> pd.DataFrame:
@@ -187,12 +151,6 @@ def _aubc_figure(frame: pd.DataFrame, order: list[str], title: str) -> plt.Figur
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="x")
     return fig
-
-
-def _rule(frame: pd.DataFrame) -> str:
-    """The verdict rule and the number of seeds, as one markdown bullet."""
-    return (f"- {frame['seed'].nunique()} seed(s); a difference counts when the AUBC means differ by "
-            f"more than max({TOL}, the larger std over seeds).")
 
 
 def _title(frame: pd.DataFrame) -> str:
@@ -379,115 +337,6 @@ def _zeta_report(run_dir: Path) -> dict[str, plt.Figure]:
     return figs
 
 
-def verdict_zeta(frame: pd.DataFrame, params: dict, run_dir: str | Path | None = None) -> str:
-    """Verdict on ζ sensitivity and on why ζ = 1e-6 is weak (activation vs float32 round-off).
-
-    Checks, by the module's verdict rule on AUBC: (1) large ζ (≥ 1) is worse than the mid range
-    1e-4..1e-2 in float32; (2) the smallest ζ is worse than the mid range in float32; then
-    (3) decides the explanation of (2): *round-off* when the smallest ζ in float64 is within
-    noise of the ζ → 0 limit ``jvp`` and of the mid range while float32 is worse; the paper's
-    *activation* conjecture when ``jvp`` (which has exactly the first-order, "only activated
-    neurons" behaviour) is itself worse than the mid range. The round-off magnitudes from
-    :func:`zeta_roundoff` and the first-cycle pick agreement are quoted when available.
-
-    Args:
-        frame: Tidy results of an ``ns_ablation_zeta`` run.
-        params: Its validated parameters.
-        run_dir: The run folder (selections and ``zeta_roundoff.csv``), optional.
-
-    Returns:
-        Markdown text.
-    """
-    table = zeta_table(frame, params, run_dir)
-    t = table.set_index("strategy")
-    lab = {(float(r.zeta), r.difference): s for s, r in t.iterrows()}
-    jvp = _jvp_label(_zetas(params))
-    f32 = sorted(z for z, d in lab if d == "finite")
-    mid = [z for z in f32 if 1e-4 <= z <= 1e-2]
-    large = [z for z in f32 if z >= 1]
-    small = min(f32) if f32 else None
-    lines = ["**ζ sensitivity** (paper, Fig 3 left: 1e-4..1e-2 good, large ζ much worse early, "
-             "ζ = 1e-6 sub-optimal)."]
-    if not mid:
-        return "\n".join(lines + ["No ζ in 1e-4..1e-2 was run: nothing to compare with."])
-    mid_best = max(mid, key=lambda z: t.loc[lab[(z, "finite")], "aubc_mean"])
-
-    def mean_std(zs, d):
-        rows = t.loc[[lab[(z, d)] for z in zs]]
-        return float(rows["aubc_mean"].mean()), float(rows["aubc_std"].fillna(0).max())
-
-    m_mean, m_std = mean_std(mid, "finite")
-    lines.append(f"- Mid range ζ ∈ {{{', '.join(f'{z:g}' for z in mid)}}} (float32): mean AUBC {m_mean:.4f} (best ζ = {mid_best:g}).")
-    if large:
-        l_mean, l_std = mean_std(large, "finite")
-        noise = max(TOL, m_std, l_std)
-        d = l_mean - m_mean
-        early = _early_gap(frame, [lab[(z, "finite")] for z in large],
-                           [lab[(z, "finite")] for z in mid])
-        word = "**reproduced**" if d < -noise else "**not reproduced**"
-        lines.append(f"- Large ζ ∈ {{{', '.join(f'{z:g}' for z in large)}}}: mean AUBC {l_mean:.4f}, {d:+.4f} vs the mid range "
-                     f"(noise level {noise:.4f}); first-cycle accuracy {early:+.4f}. "
-                     f"Large-ζ degradation: {word}.")
-    small_worse = False
-    if small is not None and small < min(mid):
-        s32 = lab[(small, "finite")]
-        ref = lab[(mid_best, "finite")]
-        diff, noise, word = compare(table, s32, ref)
-        small_worse = word == "worse than"
-        lines.append(f"- ζ = {small:g} in float32: AUBC {t.loc[s32, 'aubc']} is {word} ζ = "
-                     f"{mid_best:g} ({diff:+.4f}, noise {noise:.4f}). Small-ζ degradation: "
-                     f"{'**reproduced**' if small_worse else '**not reproduced**'}.")
-        s64 = lab.get((small, "finite64"))
-        if s64 is not None and jvp is not None:
-            d64, n64, w64 = compare(table, s64, ref)
-            dj, nj, wj = compare(table, jvp, ref)
-            d6j, n6j, w6j = compare(table, s64, jvp)
-            lines.append(f"- Same ζ = {small:g} in float64: AUBC {t.loc[s64, 'aubc']}, {w64} ζ = "
-                         f"{mid_best:g} ({d64:+.4f}); jvp (ζ → 0, no round-off): AUBC "
-                         f"{t.loc[jvp, 'aubc']}, {wj} ζ = {mid_best:g} ({dj:+.4f}); float64 is "
-                         f"{w6j} jvp ({d6j:+.4f}).")
-            if "overlap_jvp_cycle0" in t:
-                lines.append(f"- First-cycle picks shared with jvp (same model and noise "
-                             f"directions): float32 {t.loc[s32, 'overlap_jvp_cycle0']:.0%}, "
-                             f"float64 {t.loc[s64, 'overlap_jvp_cycle0']:.0%} at ζ = {small:g}; "
-                             f"float32 {t.loc[ref, 'overlap_jvp_cycle0']:.0%} at ζ = {mid_best:g}.")
-            ro_path = Path(run_dir) / "zeta_roundoff.csv" if run_dir is not None else None
-            if ro_path is not None and ro_path.exists():
-                ro = pd.read_csv(ro_path).set_index("zeta")
-                if small in ro.index:
-                    r = ro.loc[small]
-                    lines.append(f"- On a trained first-cycle model, the float32 Δẑ at ζ = "
-                                 f"{small:g} differs from the float64 one by "
-                                 f"{r['rel_diff_32_64']:.1%} (relative Frobenius norm; at ζ = "
-                                 f"{mid_best:g}: {ro.loc[mid_best, 'rel_diff_32_64']:.2%}), while "
-                                 f"float64 is within {r['rel_diff_64_jvp']:.1e} of the ζ → 0 limit.")
-            if small_worse and w64 != "worse than" and wj != "worse than":
-                expl = ("**float32 round-off** explains the weak small-ζ result: the same ζ in "
-                        "float64 and the exact ζ → 0 limit are as good as the mid range, so the "
-                        "\"only activated neurons\" conjecture is not needed (and the ζ → 0 limit "
-                        "is exactly that regime).")
-            elif wj == "worse than":
-                expl = ("the exact ζ → 0 limit (jvp) is itself worse than the mid range: consistent "
-                        "with the paper's conjecture that an infinitesimal perturbation (first "
-                        "order, no ReLU switches) is less informative.")
-            elif small_worse:
-                expl = ("undecided: float32 is worse, but float64 and jvp do not both match the mid "
-                        "range within noise.")
-            else:
-                expl = ("nothing to explain at this scale: float32 at the smallest ζ is not worse "
-                        "than the mid range, although its Δẑ carries the round-off quoted above.")
-            lines.append(f"- Explanation: {expl}")
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
-
-
-def _early_gap(frame: pd.DataFrame, a: list[str], b: list[str], cycle: int = 1) -> float:
-    """Mean accuracy of strategies ``a`` minus that of ``b`` at one cycle (first after a pick)."""
-    acc = frame[(frame["metric"] == "accuracy") & (frame["cycle"] == cycle)]
-    va = acc[acc["strategy"].isin(a)]["value"].mean()
-    vb = acc[acc["strategy"].isin(b)]["value"].mean()
-    return float(va - vb)
-
-
 # ----------------------------------------------------------------------------- K
 
 
@@ -500,41 +349,6 @@ def _k_report(run_dir: Path) -> dict[str, plt.Figure]:
     acc = add_option_column(frame[frame["metric"] == "accuracy"], p, "K")
     fig = plots.ablation_curve(acc, "K", log_x=True, title=f"NoiseStability, K: {_title(frame)}")
     return {"ablation_k": fig, **learning_curves(run_dir)}
-
-
-def verdict_k(frame: pd.DataFrame, params: dict, run_dir: str | Path | None = None) -> str:
-    """Verdict on K insensitivity (Fig 3 middle) and on K = 10 being competitive.
-
-    "Insensitive" when the AUBC spread (max − min over K) is within the noise level
-    ``max(TOL, largest std)``; "K = 10 competitive" when K = 10 is not worse than the best K.
-
-    Args:
-        frame: Tidy results of an ``ns_ablation_k`` run.
-        params: Its validated parameters.
-        run_dir: Unused (uniform signature).
-
-    Returns:
-        Markdown text.
-    """
-    table = option_table(frame, params, "K")
-    best = table.loc[table["aubc_mean"].idxmax()]
-    worst = table.loc[table["aubc_mean"].idxmin()]
-    spread = float(best["aubc_mean"] - worst["aubc_mean"])
-    noise = max(TOL, float(table["aubc_std"].fillna(0).max()))
-    rows = ", ".join(f"K={int(r.K)}: {r.aubc}" for r in table.itertuples())
-    lines = ["**K sensitivity** (paper, Fig 3 middle: \"not that sensitive\", K = 10 \"very "
-             "competitive\").", f"- AUBC per K: {rows}.",
-             f"- Spread best − worst = {spread:.4f} (K={int(best.K)} vs K={int(worst.K)}), noise "
-             f"level {noise:.4f}: " + ("**insensitive (reproduced)**" if spread <= noise else
-                                       "**sensitive (not reproduced)**") + "."]
-    ten = table[table["K"] == 10]
-    if len(ten):
-        diff, n10, word = compare(table, ten["strategy"].iloc[0], best["strategy"])
-        ok = word != "worse than"
-        lines.append(f"- K = 10 is {word} the best K = {int(best.K)} ({diff:+.4f}, noise "
-                     f"{n10:.4f}): " + ("**competitive (reproduced)**" if ok else
-                                        "**not competitive (not reproduced)**") + ".")
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -554,36 +368,6 @@ def _selection_report(run_dir: Path) -> dict[str, plt.Figure]:
     return _curves_and_aubc(run_dir, "subset selection on Δẑ")
 
 
-def verdict_selection(frame: pd.DataFrame, params: dict, run_dir: str | Path | None = None) -> str:
-    """Verdict on selector parity (Fig 3 right): every pair of selectors within noise.
-
-    Args:
-        frame: Tidy results of an ``ns_ablation_selection`` run.
-        params: Its validated parameters.
-        run_dir: Unused (uniform signature).
-
-    Returns:
-        Markdown text.
-    """
-    table = summary_table(frame)
-    labels = [s for s in _labels(params) if s in set(table["strategy"])]
-    lines = ["**Subset selection** (paper, Fig 3 right: k-center, k-means++ and k-DPP \"yield "
-             "quite similar results\")."]
-    lines.append("- AUBC: " + ", ".join(
-        f"{s}: {table.set_index('strategy').loc[s, 'aubc']}" for s in labels) + ".")
-    differ = []
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            diff, noise, word = compare(table, a, b)
-            lines.append(f"- {a} is {word} {b} ({diff:+.4f}, noise {noise:.4f}).")
-            if word != "within noise of":
-                differ.append((a, b))
-    lines.append("- Parity of the selectors: " + (
-        "**reproduced** (all pairs within noise)." if not differ else
-        f"**not reproduced** ({len(differ)} pair(s) differ beyond noise)."))
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
-
-
 # ----------------------------------------------------------------------------- NS-M / NS-D
 
 
@@ -591,52 +375,6 @@ def verdict_selection(frame: pd.DataFrame, params: dict, run_dir: str | Path | N
 def _variants_report(run_dir: Path) -> dict[str, plt.Figure]:
     """Fig 4 (left) style learning curves of NS, NS-M and NS-D, plus AUBC per seed."""
     return _curves_and_aubc(run_dir, "NS vs NS-M vs NS-D")
-
-
-def _label_of(params: dict, name: str) -> str | None:
-    from ..params import strategy_specs
-
-    return next((label for label, (n, _) in strategy_specs(params).items() if n == name), None)
-
-
-def verdict_variants(frame: pd.DataFrame, params: dict, run_dir: str | Path | None = None) -> str:
-    """Verdict on "neither NS-M nor NS-D can compete with the full version" (Fig 4 left).
-
-    Reproduced when the full method is better than both degenerate versions beyond noise.
-
-    Args:
-        frame: Tidy results of an ``ns_ablation_variants`` run.
-        params: Its validated parameters.
-        run_dir: Unused (uniform signature).
-
-    Returns:
-        Markdown text.
-
-    Raises:
-        ValueError: The run lacks a ``noise_stability`` strategy.
-    """
-    table = summary_table(frame)
-    full = _label_of(params, "noise_stability")
-    if full is None:
-        raise ValueError("verdict_variants needs a 'noise_stability' strategy in the run")
-    lines = ["**Magnitude vs direction** (paper, Fig 4 left: neither NS-M nor NS-D \"can compete "
-             "with the full version\")."]
-    wins = []
-    for name, what in (("noise_stability_m", "NS-M (top ‖Δẑ‖)"),
-                       ("noise_stability_d", "NS-D (unit Δẑ, k-center)")):
-        label = _label_of(params, name)
-        if label is None:
-            continue
-        diff, noise, word = compare(table, full, label)
-        wins.append(word == "better than")
-        rows = table.set_index("strategy")
-        lines.append(f"- {full} ({rows.loc[full, 'aubc']}) is {word} {what} "
-                     f"({rows.loc[label, 'aubc']}); AUBC difference {diff:+.4f}, noise {noise:.4f}; "
-                     f"final accuracy {rows.loc[full, 'final']} vs {rows.loc[label, 'final']}.")
-    word = ("**reproduced**" if wins and all(wins) else
-            "**partly reproduced**" if any(wins) else "**not reproduced**")
-    lines.append(f"- Full NoiseStability better than both degenerate versions: {word}.")
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
 
 
 # ----------------------------------------------------------------------------- single sample
@@ -648,53 +386,6 @@ def _single_report(run_dir: Path) -> dict[str, plt.Figure]:
     return _curves_and_aubc(run_dir, "one label per cycle")
 
 
-def verdict_single_sample(frame: pd.DataFrame, params: dict,
-                          run_dir: str | Path | None = None) -> str:
-    """Verdict on "NS-M is superior to the Bayesian baselines" with one label per cycle.
-
-    Reproduced when NS-M is better than every MC-dropout strategy (BALD, max entropy, variation
-    ratio) beyond noise; partly when better than some and not worse than the rest.
-
-    Args:
-        frame: Tidy results of an ``ns_single_sample`` run.
-        params: Its validated parameters.
-        run_dir: Unused (uniform signature).
-
-    Returns:
-        Markdown text.
-
-    Raises:
-        ValueError: The run lacks a ``noise_stability_m`` strategy.
-    """
-    table = summary_table(frame)
-    ns = _label_of(params, "noise_stability_m")
-    if ns is None:
-        raise ValueError("verdict_single_sample needs a 'noise_stability_m' strategy in the run")
-    rows = table.set_index("strategy")
-    lines = ["**Single-sample selection** (paper, Fig 4 right: noise stability \"is superior to "
-             "the baselines\" with 50 samplings each)."]
-    words = []
-    for name in ("mc_entropy", "bald", "variation_ratio", "random"):
-        label = _label_of(params, name)
-        if label is None:
-            continue
-        diff, noise, word = compare(table, ns, label)
-        if name != "random":
-            words.append(word)
-        lines.append(f"- {ns} ({rows.loc[ns, 'aubc']}) is {word} {label} ({rows.loc[label, 'aubc']}; "
-                     f"{diff:+.4f}, noise {noise:.4f}).")
-    if words and all(w == "better than" for w in words):
-        v = "**reproduced**"
-    elif any(w == "better than" for w in words) and "worse than" not in words:
-        v = "**partly reproduced**"
-    elif words and all(w == "within noise of" for w in words):
-        v = "**not reproduced** (within noise of every Bayesian baseline at this scale)"
-    else:
-        v = "**not reproduced**"
-    lines.append(f"- NS-M better than the MC-dropout baselines: {v}.")
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
-
-
 # ----------------------------------------------------------------------------- paper vs official
 
 
@@ -702,38 +393,3 @@ def verdict_single_sample(frame: pd.DataFrame, params: dict,
 def _pvo_report(run_dir: Path) -> dict[str, plt.Figure]:
     """One learning curve per paper/official choice, plus AUBC per seed."""
     return _curves_and_aubc(run_dir, "paper vs official choices")
-
-
-def verdict_paper_vs_official(frame: pd.DataFrame, params: dict,
-                              run_dir: str | Path | None = None) -> str:
-    """Which of the authors' code choices change the result, each against the paper baseline.
-
-    The baseline is the strategy label ``paper`` (or the first strategy); every other label is
-    compared with it by the verdict rule on AUBC.
-
-    Args:
-        frame: Tidy results of an ``ns_paper_vs_official`` run.
-        params: Its validated parameters.
-        run_dir: Unused (uniform signature).
-
-    Returns:
-        Markdown text.
-    """
-    table = summary_table(frame)
-    labels = [s for s in _labels(params) if s in set(table["strategy"])]
-    base = "paper" if "paper" in labels else labels[0]
-    rows = table.set_index("strategy")
-    lines = [f"**Paper vs official code** (baseline: `{base}`, AUBC {rows.loc[base, 'aubc']})."]
-    changed = []
-    for label in labels:
-        if label == base:
-            continue
-        diff, noise, word = compare(table, label, base)
-        if word != "within noise of":
-            changed.append(f"{label} ({word.split()[0]})")
-        lines.append(f"- {label}: AUBC {rows.loc[label, 'aubc']}, {word} {base} ({diff:+.4f}, "
-                     f"noise {noise:.4f}).")
-    lines.append("- Choices that change the result beyond noise: "
-                 + (", ".join(changed) if changed else "none; the paper's description and the "
-                    "authors' code give the same curve within noise at this scale") + ".")
-    return "\n".join(lines[:1] + [_rule(frame)] + lines[1:])
