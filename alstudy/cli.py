@@ -1,4 +1,4 @@
-"""Command line: ``alstudy run | notebook | batch | collect | figures | report | datasets | strategies``.
+"""Command line: ``alstudy run | notebook | batch | collect | figures | judge | report | datasets | strategies``.
 
 ``alstudy run params/<file>.yaml [-p key value ...]`` runs the AL loop directly;
 ``alstudy notebook <name> [-f preset.yaml] [-p key value ...]`` executes
@@ -83,6 +83,22 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    """Judge the registry claims of stored run folders again (no training); write verdict.json/.md."""
+    from .evidence import verdicts
+
+    for folder in args.run_dirs:
+        run_dir = Path(folder)
+        if not (run_dir / "params.yaml").exists() and not (run_dir / "params.json").exists():
+            print(f"alstudy: error: {run_dir} is not a run folder (no params.yaml or params.json)", file=sys.stderr)
+            return 2
+        notebook = args.notebook or run_dir.parent.name
+        records = verdicts.judge_run(notebook, run_dir)
+        counts = {v: sum(r.verdict == v for r in records) for v in verdicts.VERDICT_VALUES}
+        print(f"{run_dir}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild the README's reproduction section from the claim registry and the stored verdicts."""
     from .evidence import report
@@ -157,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--results-dir", default=None, help="results root (default: results)")
     fg.add_argument("-q", "--quiet", action="store_true")
     fg.set_defaults(func=cmd_figures)
+
+    jd = sub.add_parser("judge", help="judge the claims of stored run folders again (no training)")
+    jd.add_argument("run_dirs", nargs="+", help="run folders, e.g. results/ns_regression/ames-cpu")
+    jd.add_argument("--notebook", default=None, help="notebook whose claims to judge (default: the experiment folder's name)")
+    jd.set_defaults(func=cmd_judge)
 
     rp = sub.add_parser("report", help="regenerate the README's reproduction section from results/")
     rp.add_argument("--readme", default="README.md", help="README file with the section markers")

@@ -169,7 +169,7 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
     for folder in (out, out / "units", out / "attempts"):  # left by a kill during a write
         remove_stale_temp_files(folder)
 
-    units = [(label, seed) for label in built for seed in p["seeds"]]
+    units = [(label, seed) for seed in p["seeds"] for label in built]  # seed-major: an interrupted run leaves whole seeds
     done = lambda label, seed: (out / "units" / f"{_unit_stem(label, seed)}.csv").exists()
     todo = [(l, s) for l, s in units if not done(l, s)]
     env = records.environment(device, threads)

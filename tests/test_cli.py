@@ -54,3 +54,10 @@ def test_notebook_run_dir_matches_the_notebook(tmp_path):
     assert out.parent == tmp_path / "quickstart"
     with pytest.raises(ParamError, match="cylces"):
         notebooks.run_dir(path, {"cylces": 1})
+
+
+def test_judge_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from alstudy import cli
+
+    assert cli.main(["judge", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
