@@ -283,6 +283,47 @@ def test_noise_stability_per_image_vector_matches_a_naive_loop(tiny_drn, pool, g
     assert torch.allclose(emb, naive.reshape(5, -1), rtol=1e-8, atol=1e-10)
 
 
+class _LargestTensor:
+    """Records the largest tensor (in elements) that any torch op creates inside the block."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else [out]:
+                    if isinstance(t, torch.Tensor):
+                        outer.peak = max(outer.peak, t.numel())
+                return out
+
+        self.peak, self.mode = 0, Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_noise_stability_memory_is_bounded_by_one_batch_and_the_output():
+    torch.manual_seed(0)
+    m = models.build("drn_d_22", (1, 64, 64), 4, width=1).eval()
+    N, K, bs = 12, 4, 3
+    x = torch.randn(N, 1, 64, 64)
+    C, h, w = m.features(x[:1]).shape[1:]
+    with _LargestTensor() as floor, torch.no_grad():  # one plain inference pass of a batch
+        m.features(x[:bs])
+    with _LargestTensor() as ns:
+        emb = noise_stability_embedding(m, x, K=K, output="features", batch_size=bs,
+                                        generator=torch.Generator().manual_seed(0))
+    largest_param = max(p.numel() for p in m.parameters())
+    assert emb.shape == (N, K * C)
+    assert ns.peak <= max(floor.peak, emb.numel(), largest_param)
+    assert ns.peak < N * K * C * h * w // 4  # nowhere near an N x K x C x h x w tensor
+
+
 def test_noise_stability_selects_on_segmentation_and_auto_uses_the_feature(tiny_drn):
     ds = data.Dataset("toy", "segmentation", torch.randn(12, 1, 16, 16), torch.zeros(12, 16, 16,
                       dtype=torch.long), torch.randn(2, 1, 16, 16), torch.zeros(2, 16, 16,
