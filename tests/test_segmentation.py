@@ -457,3 +457,21 @@ def test_paper_preset_runs_end_to_end_on_cityscapes_format_fixtures(tmp_path):
     assert frame[frame["metric"] == "miou"].shape[0] == len(params.strategy_specs(p)) * 2
     ceil = ceiling.run(p)
     assert set(ceil["metric"]) == {"miou", "pixel_accuracy"}
+
+
+def test_notebook_parameters_and_presets_validate():
+    from alstudy import notebooks
+
+    path = ROOT / "notebooks" / "ns_segmentation.ipynb"
+    defaults = notebooks.parameters(path)
+    assert set(defaults) <= set(params.SCHEMA) and defaults["experiment"] == "ns_segmentation"
+    for kind in ("smoke", "cpu", "paper"):
+        given = yaml.safe_load((ROOT / "params" / f"ns_segmentation.{kind}.yaml").read_text())
+        p = params.validate({**defaults, **given})
+        assert p["experiment"] == "ns_segmentation" and p["model"] == "drn_d_22"
+        assert {"noise_stability", "random", "coreset", "ll4al", "vaal"} <= set(params.strategy_specs(p))
+    paper = params.validate({**defaults, **yaml.safe_load(
+        (ROOT / "params" / "ns_segmentation.paper.yaml").read_text())})
+    assert (paper["optimizer"], paper["lr"], paper["epochs"], paper["cycles"] + 1, len(paper["seeds"])) == \
+        ("adam", 5e-4, 50, 7, 3)
+    assert (paper["initial_size"], paper["budget"]) == (297, 149)  # 10% + 5% of 2,975 (VAAL)
