@@ -262,7 +262,8 @@ def load_mnist_canvas(root: Path | None, seed: int, size: int = 64, n_train: int
 
     Returns:
         The dataset; ``meta["train_digits"]`` / ``meta["test_digits"]`` list the indices (into
-        the shipped 5,000) of the digits on each canvas.
+        the shipped 5,000) of the digits on each canvas, in canvas order before any
+        ``max_train`` / ``max_test`` subsampling.
 
     Raises:
         ValueError: A bad option (named in the message).
