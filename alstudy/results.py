@@ -29,7 +29,7 @@ COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycl
            "metric", "value"]
 
 #: Whether larger (``max``) or smaller (``min``) is better; timing metrics are not summarised.
-METRIC_GOAL = {"accuracy": "max", "mae": "min"}
+METRIC_GOAL = {"accuracy": "max", "mae": "min", "miou": "max", "pixel_accuracy": "max"}
 
 
 #: When this module was imported: temp files older than this cannot be this process's writes.

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
 from .optim import SAM
 
 __all__ = ["TrainConfig", "TrainingHook", "fit", "evaluate", "resolve_device", "crop_flip",
@@ -98,9 +99,15 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
 
 
 def _task_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Per-sample loss ``[B]``: cross-entropy for classification, squared error for regression."""
+    """Per-sample loss ``[B]``: cross-entropy for classification, squared error for regression,
+    and for segmentation each image's per-pixel cross-entropy averaged over its scored pixels
+    (target 255 = ignore; an image without scored pixels has loss 0)."""
     if task == "regression":
         return (out - y) ** 2
+    if task == "segmentation":
+        per_pixel = F.cross_entropy(out, y, reduction="none", ignore_index=IGNORE_INDEX)  # [B, H, W]
+        valid = (y != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)  # [B]
+        return per_pixel.flatten(1).sum(1) / valid
     return F.cross_entropy(out, y, reduction="none")
 
 
@@ -152,7 +159,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         x: Inputs ``[N, ...]`` (CPU or device).
         y: Targets ``[N]``.
         cfg: Hyper-parameters.
-        task: ``classification`` or ``regression``.
+        task: ``classification``, ``regression`` or ``segmentation``.
         generator: CPU generator for shuffling and augmentation (seeded by the caller).
         device: Where to train.
         hook: Optional auxiliary module and loss (see :class:`TrainingHook`).
@@ -175,6 +182,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     n = x.shape[0]
     history: dict[str, list[float]] = {"loss": [], "aux_loss": []}
     augment = cfg.augment == "crop_flip" and x.dim() == 4
+    if augment and task == "segmentation":
+        raise ValueError("parameter 'augment' = 'crop_flip' shifts images only; segmentation "
+                         "needs the same transform on the targets: use augment 'none'")
 
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if hook is None:
@@ -217,8 +227,18 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, task: str = "classification",
              batch_size: int = 1024, device: torch.device | str = "cpu",
              target_scale: float = 1.0) -> dict[str, float]:
-    """Test metrics: ``{"accuracy"}`` for classification, ``{"mae"}`` (original units) for regression."""
+    """Test metrics: ``{"accuracy"}`` for classification, ``{"mae"}`` (original units) for
+    regression, ``{"miou", "pixel_accuracy"}`` for segmentation (one confusion matrix
+    accumulated batch by batch, target 255 ignored; :mod:`alstudy.metrics`)."""
     model.to(device).eval()
+    if task == "segmentation":
+        cm = None
+        for i in range(0, x.shape[0], batch_size):
+            out = model(x[i : i + batch_size].to(device))  # [B, C, H, W]
+            batch = confusion_matrix(out.argmax(1), y[i : i + batch_size], out.shape[1])
+            cm = batch if cm is None else cm + batch
+        return segmentation_scores(cm) if cm is not None else {"miou": math.nan,
+                                                               "pixel_accuracy": math.nan}
     outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]
     out = torch.cat(outs) if outs else torch.empty(0)
     if task == "regression":

@@ -10,7 +10,8 @@ u = argmax_i min_{j ∈ s} Δ(x_i, x_j). That greedy algorithm is implemented he
 embeddings as initial centres. The paper's robust refinement (a mixed-integer program with
 outlier tolerance, its Algorithm 2) needs a MIP solver and is not included.
 
-The embedding never uses labels, so core-set applies to regression as well.
+The embedding never uses labels, so core-set applies to regression as well. For dense tasks
+the feature map ``[C, h, w]`` is averaged spatially to one ``[C]`` vector per image.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ __all__ = ["embed_features", "CoreSet"]
 
 
 def embed_features(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Penultimate features z = f(x) of the ``g ∘ f`` model, batched and without gradients.
+    """Penultimate features z = f(x) of the ``g ∘ f`` model, batched and without gradients
+    (a dense feature map ``[C, h, w]`` is averaged over space, batch by batch).
 
     Args:
         model: An :class:`alstudy.models.ALModel` (eval mode is the caller's).
@@ -35,7 +37,11 @@ def embed_features(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tens
     Returns:
         Features ``[M, d]`` on the CPU.
     """
-    return predict(model, x, batch_size, fn=lambda m, b: m.features(b))  # [M, d]
+    def pooled(m, b: torch.Tensor) -> torch.Tensor:
+        z = m.features(b)
+        return z.flatten(2).mean(2) if z.dim() > 2 else z  # [B, C, h, w] -> [B, C]
+
+    return predict(model, x, batch_size, fn=pooled)  # [M, d]
 
 
 @register
@@ -43,6 +49,7 @@ class CoreSet(Strategy):
     """Greedy k-center on penultimate features with the labeled set as initial centres."""
 
     name = "coreset"
+    tasks = ("classification", "regression", "segmentation")
     options = {
         "batch_size": integer(1024, 1, help="inference batch size"),
         "start": choice("labeled", ("labeled", "origin"),
@@ -55,7 +62,7 @@ class CoreSet(Strategy):
 
         Args:
             model: Trained task model.
-            data: The dataset (classification or regression).
+            data: The dataset (classification, regression or segmentation).
             pool: Labeled / unlabeled bookkeeping.
             budget: Number of examples to select.
             generator: CPU generator (used only to draw the candidate subset).

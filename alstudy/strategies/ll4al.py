@@ -151,7 +151,7 @@ class LearningLoss(Strategy):
     """Rank candidates by the loss predicted by a jointly trained module (Yoo & Kweon 2019)."""
 
     name = "ll4al"
-    tasks = ("classification",)
+    tasks = ("classification", "segmentation")  # segmentation: the image's mean pixel loss
     options = {
         "weight": number(1.0, 0.0, help="λ, weight of the loss-prediction loss"),
         "margin": number(1.0, 0.0, help="ξ, margin of the ranking loss"),
@@ -183,7 +183,7 @@ class LearningLoss(Strategy):
             The hook to pass to :func:`alstudy.train.fit`; it is kept for scoring.
 
         Raises:
-            ValueError: Regression data.
+            ValueError: A task other than classification or segmentation.
         """
         self.check_task(data.task)
         if self.hook is not None and self._model_ref is not None and self._model_ref() is model:

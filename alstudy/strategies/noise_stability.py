@@ -12,6 +12,14 @@ then selects the budget with Gonzalez's greedy k-center on these vectors (Algori
 line 10). ``E‖Δẑ(x)‖² = ‖J_θ(x)‖_F²`` as ζ → 0 (Eq 6), so ``‖Δẑ(x)‖`` measures uncertainty
 and its direction diversity (Eq 7, 8).
 
+Dense outputs (segmentation): the final deep feature is a map ``[C, h, w]`` per image, and the
+paper does not say how it becomes one vector per image. ``feature_pool`` chooses: ``mean``
+(the deviation of the spatially averaged feature, d = C) or ``grid`` (of the feature averaged
+over a ``pool_grid`` × ``pool_grid`` grid of cells, d = C·g²). Pooling is linear, so pooling the
+perturbed and clean maps before subtracting equals pooling the deviation map; it is done batch
+by batch inside the readout, so memory stays ``[N, K·d]`` plus one batch of maps — never an
+``N × K × C × h × w`` tensor.
+
 :func:`noise_stability_embedding` computes ``Δẑ`` (usable without a strategy, e.g. by the
 theory checks); :class:`NoiseStability` ranks with it. Two ablations of the paper are
 registered as subclasses: ``noise_stability_m`` (NS-M, the top-b magnitudes ``‖Δẑ(x)‖``) and
@@ -58,6 +66,7 @@ import warnings
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import selection
@@ -67,11 +76,12 @@ from .base import Strategy, boolean, check_budget, choice, integer, number, regi
 __all__ = ["NoiseStability", "NoiseStabilityMagnitude", "NoiseStabilityDirection",
            "noise_stability_embedding", "perturbed_parameters", "resolve_output",
            "NOISE_NORMS", "PERTURB", "OUTPUTS", "ROW_NORMS", "DIFFERENCES", "SELECTORS",
-           "KCENTER_STARTS"]
+           "KCENTER_STARTS", "FEATURE_POOLS"]
 
 NOISE_NORMS = ("global", "per_tensor")
 PERTURB = ("features", "all")
 OUTPUTS = ("auto", "logits", "probs", "features")
+FEATURE_POOLS = ("mean", "grid")
 ROW_NORMS = ("none", "clean_output")
 DIFFERENCES = ("finite", "finite64", "jvp")
 SELECTORS = ("kcenter", "kmeanspp", "kdpp", "topk_norm")
@@ -135,22 +145,31 @@ def resolve_output(output: str, task: str) -> str:
     _check_choice("output", output, OUTPUTS)
     if output == "auto":
         return "probs" if task == "classification" else "features"
-    if output == "probs" and task != "classification":
+    if output == "probs" and task not in ("classification", "segmentation"):
         raise ValueError(f"option 'output' = 'probs' needs a classification task, not {task!r}; "
                          "allowed for regression: 'auto', 'features' or 'logits'")
     return output
 
 
 class _Readout(nn.Module):
-    """``x -> [N, d]``: the model's logits, softmax probabilities or features f(x)."""
+    """``x -> [N, d]``: the model's logits, softmax probabilities or features f(x); a map
+    ``[N, C, h, w]`` (dense tasks) is pooled spatially first (``mean``: d = C; ``grid``:
+    d = C·g²), after a per-pixel softmax over C for ``probs``."""
 
-    def __init__(self, model: nn.Module, output: str):
+    def __init__(self, model: nn.Module, output: str, feature_pool: str = "mean", pool_grid: int = 4):
         super().__init__()
         self.model = model
         self.output = output
+        self.feature_pool = feature_pool
+        self.pool_grid = pool_grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.model.features(x) if self.output == "features" else self.model(x)
+        if z.dim() > 2:  # a dense map [N, C, h, w]
+            if self.output == "probs":
+                z = torch.softmax(z, dim=1)
+            size = 1 if self.feature_pool == "mean" else self.pool_grid
+            return F.adaptive_avg_pool2d(z, size).flatten(1)  # [N, C] or [N, C*g*g]
         z = z.reshape(z.shape[0], -1)  # [N, d]; a regression output [N] becomes [N, 1]
         return torch.softmax(z, dim=1) if self.output == "probs" else z
 
@@ -186,7 +205,8 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
                               output: str = "auto", row_norm: str = "none",
                               difference: str = "finite",
                               generator: torch.Generator | None = None, batch_size: int = 1024,
-                              return_directions: bool = False):
+                              return_directions: bool = False, feature_pool: str = "mean",
+                              pool_grid: int = 4):
     """The NoiseStability representation Δẑ(x) of every input (Eq 1 and Eq 2).
 
     For k = 1..K a direction is drawn, θ is perturbed in place by Δθ(k) (one saved copy of θ
@@ -217,6 +237,10 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
         batch_size: Inference batch size, >= 1.
         return_directions: Also return the K noise vectors Δθ(k) (float64 CPU tensors by
             parameter name; meant for tests and theory checks, it keeps K copies of θ).
+        feature_pool: How a dense output map ``[C, h, w]`` becomes a vector: ``"mean"``
+            (spatial average, d = C) or ``"grid"`` (average over ``pool_grid``² cells,
+            d = C·pool_grid²). Vector outputs are unaffected.
+        pool_grid: Cells per side for ``feature_pool="grid"``, >= 1.
 
     Returns:
         ``Δẑ`` as a CPU tensor ``[N, K*d]`` (block k holds Δz(x)(k) · sqrt(n/K), n = number of
@@ -237,6 +261,9 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
     _check_choice("noise_norm", noise_norm, NOISE_NORMS)
     _check_choice("row_norm", row_norm, ROW_NORMS)
     _check_choice("difference", difference, DIFFERENCES)
+    _check_choice("feature_pool", feature_pool, FEATURE_POOLS)
+    if isinstance(pool_grid, bool) or not isinstance(pool_grid, int) or pool_grid < 1:
+        raise ValueError(f"option 'pool_grid' = {pool_grid!r} is invalid; allowed: integer >= 1")
     output = resolve_output(output, getattr(model, "task", "classification"))
     if output == "features" and not callable(getattr(model, "features", None)):
         raise ValueError("option 'output' = 'features' needs a model with a features(x) method")
@@ -258,15 +285,16 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
     was_training = model.training
     model.eval()
     try:
+        readout = (output, feature_pool, pool_grid)
         if difference == "jvp":
-            out = _embed_jvp(model, x, params, draws, K, n, float(zeta) * theta_norm, output,
+            out = _embed_jvp(model, x, params, draws, K, n, float(zeta) * theta_norm, readout,
                              row_norm, batch_size, kept)
         else:
             target = model
             if difference == "finite64":
                 target = copy.deepcopy(model).double().eval()  # one float64 copy, never K
                 params = perturbed_parameters(target, perturb, include_bias)
-            out = _embed_finite(target, x, params, draws, K, n, float(zeta) * theta_norm, output,
+            out = _embed_finite(target, x, params, draws, K, n, float(zeta) * theta_norm, readout,
                                 row_norm, batch_size, kept, float64=difference == "finite64")
     finally:
         model.train(was_training)
@@ -283,11 +311,11 @@ def _row_scale(clean: torch.Tensor, row_norm: str) -> torch.Tensor | None:
 @torch.no_grad()
 def _embed_finite(model: nn.Module, x: torch.Tensor, params: dict[str, nn.Parameter],
                   draws: Iterator[dict[str, torch.Tensor]], K: int, n: int, noise_scale: float,
-                  output: str, row_norm: str, batch_size: int,
+                  output: tuple, row_norm: str, batch_size: int,
                   kept: list | None, float64: bool) -> torch.Tensor:
     """Eq 1–2 by finite differences: perturb θ in place once per k, run every batch."""
     device = model_device(model)
-    readout = _Readout(model, output)
+    readout = _Readout(model, *output)
     N = x.shape[0]
     batches = _batches(N, batch_size)
 
@@ -325,12 +353,12 @@ def _embed_finite(model: nn.Module, x: torch.Tensor, params: dict[str, nn.Parame
 
 def _embed_jvp(model: nn.Module, x: torch.Tensor, params: dict[str, nn.Parameter],
                draws: Iterator[dict[str, torch.Tensor]], K: int, n: int, noise_scale: float,
-               output: str, row_norm: str, batch_size: int, kept: list | None) -> torch.Tensor:
+               output: tuple, row_norm: str, batch_size: int, kept: list | None) -> torch.Tensor:
     """Eq 1–2 in the ζ → 0 limit: ``J_θ(x) Δθ(k) / (ζ‖θ‖₂)`` by forward-mode AD."""
     from torch.func import functional_call, jvp
 
     device = model_device(model)
-    readout = _Readout(model, output)
+    readout = _Readout(model, *output)
     names = list(params)
     primals = tuple(params[name].detach() for name in names)
     N = x.shape[0]
@@ -382,7 +410,11 @@ class NoiseStability(Strategy):
         perturb: ``features`` | ``all``.
         include_bias: Perturb bias tensors too (true).
         output: ``auto`` | ``logits`` | ``probs`` | ``features``; ``auto`` = predictive
-            probabilities for classification and the last feature for regression (Sec 3.4).
+            probabilities for classification and the last feature for regression and
+            segmentation (Sec 3.4).
+        feature_pool: ``mean`` | ``grid``: per-image vector of a dense feature map (see the
+            module docstring; segmentation only).
+        pool_grid: Cells per side of ``grid`` pooling.
         row_norm: ``none`` | ``clean_output``.
         difference: ``finite`` | ``finite64`` | ``jvp``.
         unit_length: Scale every Δẑ row to unit length before selecting (NS-D; false).
@@ -397,7 +429,7 @@ class NoiseStability(Strategy):
     """
 
     name = "noise_stability"
-    tasks = ("classification", "regression")
+    tasks = ("classification", "regression", "segmentation")
     options = {
         "K": integer(30, 1, help="noise draws K (Eq 2)"),
         "zeta": number(1e-3, 0.0, low_open=True, help="relative noise magnitude ζ (Eq 1)"),
@@ -413,6 +445,9 @@ class NoiseStability(Strategy):
         "selector": choice("kcenter", SELECTORS, "subset selection on Δẑ"),
         "kcenter_start": choice("origin", KCENTER_STARTS, "k-center initial centres"),
         "batch_size": integer(1024, 1, help="inference batch size"),
+        "feature_pool": choice("mean", FEATURE_POOLS, "dense maps: spatial mean or grid of cell "
+                               "means as the per-image vector"),
+        "pool_grid": integer(4, 1, help="cells per side for feature_pool 'grid'"),
     }
     variants = {"official": dict(_OFFICIAL)}
 
@@ -440,7 +475,8 @@ class NoiseStability(Strategy):
         return noise_stability_embedding(
             model, x, K=o["K"], zeta=o["zeta"], noise_norm=o["noise_norm"], perturb=o["perturb"],
             include_bias=o["include_bias"], output=output, row_norm=o["row_norm"],
-            difference=o["difference"], generator=generator, batch_size=o["batch_size"])
+            difference=o["difference"], generator=generator, batch_size=o["batch_size"],
+            feature_pool=o["feature_pool"], pool_grid=o["pool_grid"])
 
     def _prepare(self, emb: torch.Tensor) -> torch.Tensor:
         if not self.opts["unit_length"]:

@@ -218,7 +218,7 @@ class VAAL(Strategy):
     """Pick the candidates a VAE + discriminator judge least likely to be labeled."""
 
     name = "vaal"
-    tasks = ("classification",)
+    tasks = ("classification", "segmentation")  # image-level: the VAE sees the input only
     options = {
         "latent_dim": integer(32, 1, help="VAE latent dimension"),
         "architecture": choice("auto", ("auto", "conv", "mlp"),
