@@ -306,3 +306,27 @@ def _ns_text_gate(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any
         return None
     last = acc[acc["cycle"] == acc.groupby(["strategy", "seed"])["cycle"].transform("max")]
     return (last.groupby("seed")["value"].min() - float(test["rate"].max())).to_numpy(float)  # [seeds]
+
+
+# ---- Segmentation and detection: the learnability gates
+
+
+def _ceiling_fractions(run_dir: Path, metric: str, claim: Claim) -> Any:
+    """Per (arm, seed): the last cycle's ``metric`` over the full-data model's (``ceiling.csv``)."""
+    frame, path = _metrics(run_dir), run_dir / "ceiling.csv"
+    if frame is None or not path.exists():
+        return None
+    ceiling = pd.read_csv(path)
+    top = ceiling.loc[ceiling["metric"] == metric, "value"]
+    if top.empty or not float(top.iloc[0]) > 0:
+        return None
+    arms = [claim.compare.a, *(claim.compare.b if isinstance(claim.compare.b, (list, tuple)) else [claim.compare.b])]
+    sub = frame[(frame["metric"] == metric) & frame["strategy"].isin(arms)]
+    last = sub[sub["cycle"] == sub["cycle"].max()]
+    return (last["value"].to_numpy(float) / float(top.iloc[0])) if len(last) else None
+
+
+@quantity("ns.ext.segmentation_standin.remarkable_improvement:gate")
+def _segmentation_gate(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
+    """Final mIoU of every compared arm and seed over the full-data ceiling's mIoU."""
+    return _ceiling_fractions(run_dir, "miou", claim)

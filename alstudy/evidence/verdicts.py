@@ -240,12 +240,18 @@ def judge(claim: Claim, frame: pd.DataFrame | None = None, *,
         out = _judge_quantity(claim, (quantities or {}).get(claim.id), alpha)
     else:
         out = _missing(f"claims of kind {claim.kind!r} are judged from other claims, not on a run")
-    if claim.gate is not None and out["verdict"] in ("reproduced", "contradicted"):
+    if claim.gate is not None and out["verdict"] != "not_computed":
         gate = check_threshold((quantities or {}).get(f"{claim.id}:gate"), claim.gate.threshold, alpha)
-        if gate["verdict"] != "reproduced":
+        if gate["verdict"] == "not_computed":
             out = {**out, "verdict": "inconclusive",
-                   "reason": f"gate not passed ({claim.gate.quantity}: {gate['headline']}); "
-                             f"the comparison alone said {out['verdict']}"}
+                   "reason": f"gate not computed ({claim.gate.quantity}); the comparison alone: "
+                             f"{out['verdict']}. {out.get('reason', '')}".strip()}
+        elif gate["verdict"] != "reproduced":
+            out = {**out, "verdict": "inconclusive",
+                   "reason": f"gate not passed ({claim.gate.quantity}: {gate['headline']}, "
+                             f"verdict {gate['verdict']}); the comparison alone: {out['verdict']}"}
+        else:
+            out = {**out, "reason": f"gate passed ({gate['headline']}). {out.get('reason', '')}".strip()}
     return out
 
 
@@ -495,12 +501,12 @@ def check_threshold(values: Any, threshold: Threshold, alpha: float = 0.05) -> d
                   else (threshold.value - threshold.tol, threshold.value + threshold.tol))
         centre, margin, kind = 0.5 * (lo + hi), 0.5 * (hi - lo), "equivalence"
         shifted = x - centre
-        text = f"within [{lo:g}, {hi:g}]"
+        text = f"needs to lie in [{lo:g}, {hi:g}]"
     else:
         centre, margin, kind = float(threshold.value), 0.0, "superiority"
         sign = 1.0 if op in ("gt", "ge") else -1.0
         shifted = sign * (x - centre)
-        text = f"{'>' if sign > 0 else '<'} {centre:g}"
+        text = f"needs {dict(gt='>', ge='≥', lt='<', le='≤')[op]} {centre:g}"
     if x.size == 1:
         ok = (abs(shifted[0]) < margin) if kind == "equivalence" else (shifted[0] > 0 or (op in ("ge", "le") and shifted[0] == 0))
         return {"verdict": "reproduced" if ok else "contradicted", "headline": f"value {x[0]:.4g} ({text})",
