@@ -327,9 +327,11 @@ def _interaction_frame(frame: pd.DataFrame, claim: Claim, a, b, metric: str, val
         sub = sub[sub["metric"] == value_metric]
         if cycles is not None:
             sub = sub[sub["cycle"].isin(list(cycles))]
-        summ = results.summarize(sub[sub[cmp.column].isin([a, b])].rename(columns={cmp.column: "strategy"})
-                                 if cmp.column != "strategy" else sub[sub["strategy"].isin([a, b])],
-                                 value_metric)
+        sel = (sub[sub[cmp.column].isin([a, b])].rename(columns={cmp.column: "strategy"})
+               if cmp.column != "strategy" else sub[sub["strategy"].isin([a, b])])
+        if sel.empty:  # this group has no run (e.g. only one optimizer was run)
+            continue
+        summ = results.summarize(sel, value_metric)
         wide = summ.pivot_table(index="seed", columns="strategy", values=metric)
         if a not in wide or b not in wide:
             continue
@@ -408,7 +410,7 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
     head = _headline(comps, claim.kind)
     out = _comparison_fields(head, comps, _overall(comps, share),
                              f"{cmp.a} vs {head.b} (weakest of {len(comps)}), {metric} of {value_metric}",
-                             f"family of {len(comps)}, Holm-corrected: {fam.reason}")
+                             f"family of {len(comps)}, Holm-corrected" + (f": {fam.reason}" if fam.reason else ""))
     groups = stats.distinct_levels(frame, column, [cmp.a, *members], summary_metric=value_metric)
     if len(groups) < len(members) + 1:
         out["reason"] += (f"; identical trajectories counted once: "
@@ -500,7 +502,7 @@ def check_threshold(values: Any, threshold: Threshold, alpha: float = 0.05) -> d
         centre, margin, kind = float(threshold.value), 0.0, "superiority"
         sign = 1.0 if op in ("gt", "ge") else -1.0
         shifted = sign * (x - centre)
-        text = f"{'>' if sign > 0 else '<'} {centre:g}"
+        text = f"{dict(gt='>', ge='≥', lt='<', le='≤')[op]} {centre:g}"
     if x.size == 1:
         ok = (abs(shifted[0]) < margin) if kind == "equivalence" else (shifted[0] > 0 or (op in ("ge", "le") and shifted[0] == 0))
         return {"verdict": "reproduced" if ok else "contradicted", "headline": f"value {x[0]:.4g} ({text})",
