@@ -23,7 +23,7 @@ import pandas as pd
 
 __all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
            "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc", "verdict",
-           "add_option_column", "class_rates"]
+           "add_option_column", "class_rates", "round_seconds"]
 
 COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
            "metric", "value"]
@@ -250,3 +250,31 @@ def class_rates(dataset) -> pd.DataFrame:
         for c, n in enumerate(counts):
             rows.append({"split": split, "class": c, "count": int(n), "rate": float(n) / max(int(counts.sum()), 1)})
     return pd.DataFrame(rows, columns=["split", "class", "count", "rate"])
+
+
+def round_seconds(frame: pd.DataFrame, keys: tuple[str, ...] = ("strategy", "optimizer", "seed", "repeat")
+                  ) -> pd.DataFrame:
+    """Seconds per AL round of each timed unit: median over its cycles of training and selection.
+
+    A round trains the model and then selects; the last cycle only trains, so ``select_seconds``
+    is the median over the cycles that select. Rows flagged ``warmup`` (a timing protocol's
+    discarded first repeats, :func:`alstudy.timing.round_timing`) are dropped.
+
+    Args:
+        frame: Tidy timing rows (``metric`` in ``train_seconds``/``select_seconds``) with the
+            ``keys`` columns (e.g. ``timing.csv``).
+        keys: Columns identifying one timed unit.
+
+    Returns:
+        One row per unit: the ``keys`` columns, ``train_seconds``, ``select_seconds`` and
+        ``total_seconds`` (their sum; NaN where a unit never selected).
+    """
+    keys = [k for k in keys if k in frame]
+    if "warmup" in frame:
+        frame = frame[~frame["warmup"].astype(bool)]
+    sub = frame[frame["metric"].isin(["train_seconds", "select_seconds"])]
+    out = sub.groupby([*keys, "metric"])["value"].median().unstack("metric")
+    out = out.reindex(columns=["train_seconds", "select_seconds"])
+    out.columns.name = None
+    out["total_seconds"] = out["train_seconds"] + out["select_seconds"]
+    return out.reset_index()

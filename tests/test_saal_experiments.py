@@ -114,21 +114,6 @@ def test_table1_requires_grouping_columns():
         saal_report.table1_from_frame(frame)
 
 
-def _table(values):
-    rows = []
-    for (opt, strat), (mean, std) in values.items():
-        rows.append({"dataset": "fashion_mnist", "optimizer": opt, "strategy": strat, "seeds": 3,
-                     "best_mean": mean, "best_std": std, "best": f"{mean:.4f} ± {std:.4f}"})
-    return pd.DataFrame(rows)
-
-
-def test_verdict_table1_follows_the_noise_rule():
-    near = _table({("adam", "saal"): (0.80, 0.02), ("adam", "badge"): (0.81, 0.01)})
-    far = _table({("adam", "saal"): (0.70, 0.01), ("adam", "badge"): (0.81, 0.01)})
-    assert "**reproduced**" in saal_report.verdict_table1(near, columns=("best",))
-    assert "**not reproduced**" in saal_report.verdict_table1(far, columns=("best",))
-
-
 # ----------------------------------------------------------------------------- scorers
 
 

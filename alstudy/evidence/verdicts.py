@@ -333,9 +333,11 @@ def _interaction_frame(frame: pd.DataFrame, claim: Claim, a, b, metric: str, val
         sub = sub[sub["metric"] == value_metric]
         if cycles is not None:
             sub = sub[sub["cycle"].isin(list(cycles))]
-        summ = results.summarize(sub[sub[cmp.column].isin([a, b])].rename(columns={cmp.column: "strategy"})
-                                 if cmp.column != "strategy" else sub[sub["strategy"].isin([a, b])],
-                                 value_metric)
+        sel = (sub[sub[cmp.column].isin([a, b])].rename(columns={cmp.column: "strategy"})
+               if cmp.column != "strategy" else sub[sub["strategy"].isin([a, b])])
+        if sel.empty:  # this group has no run (e.g. only one optimizer was run)
+            continue
+        summ = results.summarize(sel, value_metric)
         wide = summ.pivot_table(index="seed", columns="strategy", values=metric)
         if a not in wide or b not in wide:
             continue
@@ -414,7 +416,7 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
     head = _headline(comps, claim.kind)
     out = _comparison_fields(head, comps, _overall(comps, share),
                              f"{cmp.a} vs {head.b} (weakest of {len(comps)}), {metric} of {value_metric}",
-                             f"family of {len(comps)}, Holm-corrected: {fam.reason}")
+                             f"family of {len(comps)}, Holm-corrected" + (f": {fam.reason}" if fam.reason else ""))
     groups = stats.distinct_levels(frame, column, [cmp.a, *members], summary_metric=value_metric)
     if len(groups) < len(members) + 1:
         out["reason"] += ("; identical trajectories counted once: "

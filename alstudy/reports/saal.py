@@ -1,16 +1,16 @@
-"""Reports of the SAAL experiments (Kim et al., ICML 2023): figures, tables and verdicts.
+"""Reports of the SAAL experiments (Kim et al., ICML 2023): figures and tables.
 
 Every builder reads only the CSVs and ``params.yaml`` of a run folder (so ``alstudy figures``
 rebuilds the notebooks' figures without training). Tables that combine runs (Table 1's Adam
-and SAM blocks, Fig 3's two optimizers, Fig 2's timings) read every run folder of the
-experiment. Verdicts are computed from the numbers with the thresholds stated in each
-function and say "not reproduced" when the numbers say so.
+and SAM blocks, Fig 3's two optimizers) read every run folder of the experiment. Verdicts are
+not made here: every notebook judges its registry claims with
+:func:`alstudy.evidence.verdicts.judge_run`.
 
 Two small functions train a model themselves (for measurements that need a model, not a
 learning curve): :func:`scoring_speed` (batched SAAL scores vs the authors' per-candidate
 deep-copy loop, :func:`per_instance_saal_scores`) and :func:`score_rank_correlations`
 (Spearman correlation of the scores of SAAL variants on the same candidates). Both store their
-results as CSV in the run folder.
+results as CSV in the run folder. The timings of Fig 2 are measured by :mod:`alstudy.timing`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ import yaml
 from scipy import stats
 
 from .. import plots
-from ..results import add_option_column, atomic_write_csv, read_metrics, summarize
+from ..results import add_option_column, atomic_write_csv, read_metrics, round_seconds, summarize
 from . import register
 
-__all__ = ["SAAL_LABELS", "runs_with_params", "table1_from_frame", "table1", "verdict_table1", "verdict_table1_column",
-           "rho_table", "verdict_rho", "perturbed_loss_table", "verdict_perturbed_loss",
-           "bound_table", "verdict_bound", "timing_table", "per_instance_saal_scores",
-           "scoring_speed", "verdict_timing", "score_rank_correlations",
-           "verdict_paper_vs_official"]
+__all__ = ["SAAL_LABELS", "runs_with_params", "table1_from_frame", "table1", "rho_table",
+           "perturbed_loss_table", "bound_table", "per_instance_saal_scores", "scoring_speed",
+           "score_rank_correlations"]
 
 #: Strategy labels counted as SAAL in Table 1 (with and without diversity).
 SAAL_LABELS = ("saal", "saal_div")
@@ -168,87 +166,6 @@ def table1(experiment_dir: str | Path) -> pd.DataFrame:
     return table1_from_frame(frame)
 
 
-def verdict_table1(table: pd.DataFrame, columns: tuple[str, ...] = ("best", "aubc")) -> str:
-    """Verdict on SAAL Table 1 for each of ``columns`` (see :func:`verdict_table1_column`).
-
-    Args:
-        table: Output of :func:`table1` / :func:`table1_from_frame`.
-        columns: Summary columns to judge: ``best`` (the authors' README number), ``final``,
-            ``aubc``.
-
-    Returns:
-        Markdown text, one section per column.
-    """
-    if table.empty:
-        return "No saal_table1 results found."
-    parts = [verdict_table1_column(table, c) for c in columns]
-    note = ("Note: `best` is the mean over seeds of each run's best round, the number in the "
-            "authors' README; `final` is the last round; `aubc` the area under the budget curve.")
-    return "\n\n".join(parts + [note])
-
-
-def verdict_table1_column(table: pd.DataFrame, column: str = "best") -> str:
-    """Verdict on SAAL Table 1: is SAAL (with or without diversity) best or within noise of it?
-
-    Per (dataset, optimizer) block: "best or comparable" holds when the better SAAL row's
-    ``<column>_mean`` is at least the top row's minus the larger of their two standard
-    deviations. Also reports, per strategy, whether SAM beats Adam (mean difference larger
-    than the larger std) when both optimizers are present.
-
-    Args:
-        table: Output of :func:`table1` / :func:`table1_from_frame`.
-        column: ``best`` (the authors' README number), ``final`` or ``aubc``.
-
-    Returns:
-        Markdown text.
-    """
-    if table.empty:
-        return "No saal_table1 results found."
-    lines, ok_blocks, blocks = [], 0, 0
-    for (dataset, opt), grp in table.groupby(["dataset", "optimizer"], sort=True):
-        g = grp.set_index("strategy")
-        saal = g[g.index.isin(SAAL_LABELS)]
-        if saal.empty:
-            continue
-        blocks += 1
-        top = g[f"{column}_mean"].idxmax()
-        best_saal = saal[f"{column}_mean"].idxmax()
-        gap = g.loc[top, f"{column}_mean"] - g.loc[best_saal, f"{column}_mean"]
-        noise = max(g.loc[top, f"{column}_std"], g.loc[best_saal, f"{column}_std"])
-        ok = gap <= noise
-        ok_blocks += ok
-        rank = int((g[f"{column}_mean"] > g.loc[best_saal, f"{column}_mean"]).sum()) + 1
-        lines.append(f"- {dataset}, {opt}: best SAAL row `{best_saal}` ranks {rank}/{len(g)} on {column} "
-                     f"({g.loc[best_saal, column]} vs top `{top}` {g.loc[top, column]}, gap {gap:.4f}, "
-                     f"noise {noise:.4f}, {int(g.loc[best_saal, 'seeds'])} seeds): "
-                     f"{'best or comparable' if ok else 'below the best beyond noise'}.")
-    sam_lines = []
-    opts = set(table["optimizer"])
-    if {"adam", "sam"} <= opts:
-        for dataset, grp in table.groupby("dataset"):
-            piv = grp.set_index(["strategy", "optimizer"])
-            better = worse = same = 0
-            for s in sorted(set(grp["strategy"])):
-                if (s, "adam") not in piv.index or (s, "sam") not in piv.index:
-                    continue
-                a, b = piv.loc[(s, "adam")], piv.loc[(s, "sam")]
-                d = b[f"{column}_mean"] - a[f"{column}_mean"]
-                n = max(a[f"{column}_std"], b[f"{column}_std"])
-                better += d > n
-                worse += d < -n
-                same += abs(d) <= n
-            sam_lines.append(f"- {dataset}: SAM training better than Adam for {better}, worse for {worse}, "
-                             f"within noise for {same} strategies (on {column}).")
-    word = ("**reproduced**" if blocks and ok_blocks == blocks else
-            "**partly reproduced**" if ok_blocks else "**not reproduced**")
-    text = [f"Table 1 claim on `{column}` (SAAL best or comparable, for Adam and SAM): {word} in {ok_blocks}/{blocks} "
-            f"(dataset, optimizer) blocks; rule: the better SAAL row's mean {column} accuracy is within "
-            f"the larger std of the top row.", *lines]
-    if sam_lines:
-        text += ["", "SAM vs Adam (the paper: SAM helps every strategy):", *sam_lines]
-    return "\n".join(text)
-
-
 @register("saal_table1")
 def _report_table1(run_dir: Path) -> dict[str, plt.Figure]:
     frame, params = _run_frame(run_dir)
@@ -297,47 +214,6 @@ def rho_table(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("rho").reset_index(drop=True)
 
 
-def verdict_rho(frame: pd.DataFrame, params: dict) -> str:
-    """Verdict on SAAL Fig 4 and Thm 3.1 / Prop 3.2.
-
-    Checks (each reported with its numbers): ψ(ρ) decreases with ρ; ψ(0.05) ≥ 0.9 (the paper:
-    ρ = 0.05 keeps the label "with high probability"); r(ρ, δ) increases with ρ;
-    Eq 7 holds for every sampled example; δ_x = 0 whenever the label is kept (Prop 3.2, up to
-    1e-9); ρ = 0.05 has the highest AUBC (the paper: best accuracy).
-
-    Args:
-        frame: Tidy results of a ``saal_rho`` run.
-        params: The run's parameters.
-
-    Returns:
-        Markdown text.
-    """
-    t = rho_table(frame, params)
-    if t.empty:
-        return "No saal_rho results found."
-    psi_dec = bool(np.all(np.diff(t["psi"].to_numpy()) <= 1e-12))
-    r_inc = bool(np.all(np.diff(t["r"].to_numpy()) >= -1e-12))
-    eq7 = float(t["eq7_holds"].min())
-    prop = float(t["max_delta_when_kept"].max())
-    best_rho = float(t.loc[t["aubc"].idxmax(), "rho"])
-    fmt = lambda col: ", ".join(f"ρ={r:g}: {v:.4f}" for r, v in zip(t["rho"], t[col]))
-    yes = lambda b: "**reproduced**" if b else "**not reproduced**"
-    at05 = t[np.isclose(t["rho"], 0.05)]
-    psi05 = float(at05["psi"].iloc[0]) if len(at05) else float("nan")
-    return "\n".join([
-        f"- ψ(ρ) falls as ρ grows (Fig 4a): {yes(psi_dec)} ({fmt('psi')}).",
-        f"- ρ = 0.05 keeps the pseudo label \"with high probability\" (ψ(0.05) ≥ 0.9): {yes(psi05 >= 0.9)} "
-        f"(ψ(0.05) = {psi05:.4f}; ρ is an absolute norm, so its relative size ρ/‖θ‖ depends on the network: "
-        f"a small CNN is not ResNet-18).",
-        f"- r(ρ, δ) grows with ρ (Fig 4b): {yes(r_inc)} ({fmt('r')}).",
-        f"- Thm 3.1 / Eq 7 holds with the SAM-step maxima: {yes(eq7 >= 1.0)} (smallest share {eq7:.4f}).",
-        f"- Prop 3.2 (δ_x = 0 when the label is kept): {yes(prop <= 1e-9)} (largest δ_x among kept "
-        f"labels {prop:.2e}).",
-        f"- ρ = 0.05 gives the best accuracy (Fig 4c, judged on AUBC): {yes(np.isclose(best_rho, 0.05))} "
-        f"(AUBC {fmt('aubc')}; {frame['seed'].nunique()} seed(s), so differences below ~0.01 are noise).",
-    ])
-
-
 @register("saal_rho")
 def _report_rho(run_dir: Path) -> dict[str, plt.Figure]:
     frame, params = _run_frame(run_dir)
@@ -384,42 +260,6 @@ def perturbed_loss_table(experiment_dir: str | Path) -> pd.DataFrame:
     return out
 
 
-def verdict_perturbed_loss(table: pd.DataFrame, strategy: str = "saal") -> str:
-    """Verdict on SAAL Fig 3: SAAL has the lowest perturbed loss of X_U, X_L and X, and its gap to
-    the other strategies is larger with Adam than with SAM.
-
-    Args:
-        table: Output of :func:`perturbed_loss_table`.
-        strategy: The SAAL strategy label.
-
-    Returns:
-        Markdown text with, per optimizer and set, SAAL's rank and the mean of the others.
-    """
-    if table.empty or strategy not in set(table["strategy"]):
-        return f"No saal_perturbed_loss results with strategy {strategy!r} found."
-    lines, gaps = [], {}
-    for opt, grp in table.groupby("optimizer"):
-        g = grp.set_index("strategy")
-        n = len(g)
-        parts = []
-        for col in ("unlabeled", "labeled", "total"):
-            others = g.drop(index=strategy)[col].mean()
-            parts.append(f"X_{col[0].upper() if col != 'total' else ''}{'' if col != 'total' else 'X (total)'}"
-                         .replace("X_X (total)", "X") + f" rank {int(g.loc[strategy, f'rank_{col}'])}/{n} "
-                         f"({g.loc[strategy, col]:.4f} vs others' mean {others:.4f})")
-            if col == "total":
-                gaps[opt] = others - g.loc[strategy, col]
-        lowest = all(int(g.loc[strategy, f"rank_{c}"]) == 1 for c in ("unlabeled", "labeled", "total"))
-        lines.append(f"- {opt}: lowest on all three sets: {'**reproduced**' if lowest else '**not reproduced**'}; "
-                     + "; ".join(parts) + ".")
-    if {"adam", "sam"} <= set(gaps):
-        bigger = gaps["adam"] > gaps["sam"]
-        lines.append(f"- Gap to the others on X larger with Adam than with SAM: "
-                     f"{'**reproduced**' if bigger else '**not reproduced**'} (Adam {gaps['adam']:+.4f}, "
-                     f"SAM {gaps['sam']:+.4f}; positive = SAAL lower).")
-    return "\n".join(lines)
-
-
 @register("saal_perturbed_loss")
 def _report_perturbed_loss(run_dir: Path) -> dict[str, plt.Figure]:
     frame, params = _run_frame(run_dir)
@@ -452,43 +292,6 @@ def bound_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def verdict_bound(frame: pd.DataFrame) -> str:
-    """Verdict on SAAL Fig 1 and Thm 3.3.
-
-    Checks: each score–term correlation is positive on average over rounds (Fig 1a); λ₁ falls
-    over the rounds (Fig 1c): Spearman correlation of mean λ₁ with the round < 0 and last <
-    first; likewise the loss and gradient terms (Fig 1b); the bound holds for every sample.
-
-    Args:
-        frame: Tidy results of a ``saal_bound_over_rounds`` run (cycle metric ``bound_terms``).
-
-    Returns:
-        Markdown text.
-    """
-    t = bound_table(frame)
-    if t.empty:
-        return "No bound_terms results found."
-    yes = lambda b: "**reproduced**" if b else "**not reproduced**"
-    lines = []
-    for col, name in zip(_BOUND_CORR, ["loss ℓ", "ρ‖∇ℓ‖", "½ρ²λ₁"]):
-        v = t[col].dropna()
-        lines.append(f"- score correlates positively with {name} (Fig 1a): {yes(v.mean() > 0)} "
-                     f"(Pearson per round {', '.join(f'{x:.2f}' for x in v)}; mean {v.mean():.3f}).")
-    for col, name in [("bound_lambda1", "λ₁ (Fig 1c)"), ("bound_loss", "the loss term (Fig 1b)"),
-                      ("bound_grad", "the gradient term (Fig 1b)")]:
-        v = t[col].to_numpy()
-        rho_s = stats.spearmanr(t["cycle"], v).statistic if len(v) > 2 else np.nan
-        falls = len(v) > 1 and v[-1] < v[0] and (np.isnan(rho_s) or rho_s < 0)
-        lines.append(f"- {name} falls over the rounds: {yes(falls)} (first {v[0]:.4g}, last {v[-1]:.4g}, "
-                     f"Spearman vs round {rho_s:.2f}).")
-    holds = float(t["bound_holds"].min())
-    lines.append(f"- The second-order bound of Thm 3.3 (score ≤ ℓ + ρ‖∇ℓ‖ + ½ρ²λ₁, O(ρ³) dropped) on the "
-                 f"sampled examples: {'**holds**' if holds >= 1.0 else '**does not hold** everywhere'} "
-                 f"(smallest share per round {holds:.3f}; where it fails, the O(ρ³) remainder is not "
-                 f"negligible at this ρ: the theorem itself is not contradicted).")
-    return "\n".join(lines)
-
-
 @register("saal_bound_over_rounds")
 def _report_bound(run_dir: Path) -> dict[str, plt.Figure]:
     frame, params = _run_frame(run_dir)
@@ -514,26 +317,6 @@ def _report_bound(run_dir: Path) -> dict[str, plt.Figure]:
 
 
 # ----------------------------------------------------------------------------- timing (Fig 2)
-
-
-def timing_table(experiment_dir: str | Path) -> pd.DataFrame:
-    """Mean seconds per round of selection and of training, per (optimizer, strategy) (SAAL Fig 2).
-
-    Args:
-        experiment_dir: ``<results_dir>/saal_timing``.
-
-    Returns:
-        Columns ``optimizer, strategy, select_seconds, train_seconds, total_seconds`` (empty
-        when there are no runs).
-    """
-    frame = runs_with_params(experiment_dir, ("optimizer",))
-    if frame.empty:
-        return pd.DataFrame()
-    sub = frame[frame["metric"].isin(["select_seconds", "train_seconds"])]
-    out = sub.pivot_table(index=["optimizer", "strategy"], columns="metric", values="value",
-                          aggfunc="mean").reset_index()
-    out["total_seconds"] = out["select_seconds"] + out["train_seconds"]
-    return out
 
 
 def per_instance_saal_scores(model: torch.nn.Module, x: torch.Tensor, rho: float = 0.05) -> torch.Tensor:
@@ -636,59 +419,28 @@ def scoring_speed(p: dict[str, Any], run_dir: str | Path, n_batched: int | None 
     return out
 
 
-def verdict_timing(timing: pd.DataFrame, scoring: pd.DataFrame | None = None) -> str:
-    """Verdict on SAAL Fig 2.
-
-    Checks: SAM training takes 1.5–2.5× Adam's time for Random (two gradient passes); SAAL's
-    selection is slower than most baselines (more than half of them); the batched scorer's
-    speed-up over the per-candidate loop.
-
-    Args:
-        timing: Output of :func:`timing_table`.
-        scoring: Output of :func:`scoring_speed` (optional).
-
-    Returns:
-        Markdown text.
-    """
-    if timing.empty:
-        return "No saal_timing results found."
-    yes = lambda b: "**reproduced**" if b else "**not reproduced**"
-    lines = []
-    t = timing.set_index(["optimizer", "strategy"])
-    if ("adam", "random") in t.index and ("sam", "random") in t.index:
-        ratio = t.loc[("sam", "random"), "train_seconds"] / t.loc[("adam", "random"), "train_seconds"]
-        both = timing.pivot_table(index="strategy", columns="optimizer", values="train_seconds").dropna()
-        med = float((both["sam"] / both["adam"]).median()) if {"adam", "sam"} <= set(both.columns) else float("nan")
-        lines.append(f"- SAM training ≈ 2× Adam (Random): {yes(1.5 <= ratio <= 2.5)} (ratio {ratio:.2f}; "
-                     f"median SAM/Adam training-time ratio over all {len(both)} strategies {med:.2f}).")
-    for opt, grp in timing.groupby("optimizer"):
-        g = grp.set_index("strategy")
-        if "saal" not in g.index:
-            continue
-        others = g.drop(index="saal")["select_seconds"].drop(index="random", errors="ignore")
-        slower = int((g.loc["saal", "select_seconds"] > others).sum())
-        lines.append(f"- {opt}: SAAL selection slower than most baselines: {yes(slower > len(others) / 2)} "
-                     f"(slower than {slower}/{len(others)}; SAAL {g.loc['saal', 'select_seconds']:.2f} s, "
-                     f"baselines {', '.join(f'{k} {v:.2f}' for k, v in others.items())} s per round).")
-    if scoring is not None and len(scoring) == 2:
-        sp = float(scoring["speedup_per_candidate"].iloc[1])
-        lines.append(f"- Batched scoring vs the official per-candidate deep-copy loop: {sp:.1f}× faster per "
-                     f"candidate, same scores (max |difference| {float(scoring['max_abs_diff'].iloc[0]):.1e}).")
-    return "\n".join(lines)
-
-
 @register("saal_timing")
 def _report_timing(run_dir: Path) -> dict[str, plt.Figure]:
-    frame, params = _run_frame(run_dir)
-    sub = frame[frame["metric"].isin(["select_seconds", "train_seconds"])] if not frame.empty else frame
-    if sub.empty:
+    path = Path(run_dir) / "timing.csv"
+    if not path.exists():
         return {}
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    sns.barplot(data=sub, x="strategy", y="value", hue="metric", errorbar=None, ax=ax)
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per round (log)")
-    ax.set_title(f"{params.get('optimizer', '?')} training, {frame['dataset'].iloc[0]}")
-    ax.grid(alpha=0.3, axis="y")
+    per = round_seconds(pd.read_csv(path))
+    if per.empty:
+        return {}
+    long = per.melt(id_vars=["strategy", "optimizer"], value_vars=["train_seconds", "select_seconds"],
+                    var_name="phase", value_name="seconds")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, (phase, title) in zip(axes, [("train_seconds", "training per round"),
+                                         ("select_seconds", "selection per round")]):
+        sns.barplot(data=long[long["phase"] == phase], x="strategy", y="seconds", hue="optimizer",
+                    estimator="median", errorbar=("pi", 50), ax=ax)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_ylabel("seconds (log)")
+        ax.grid(alpha=0.3, axis="y")
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"median over {per['repeat'].nunique()} interleaved repeats (warm-up discarded); "
+                 "bars: interquartile range")
     fig.tight_layout()
     return {"seconds_per_round": fig}
 
@@ -740,41 +492,6 @@ def score_rank_correlations(p: dict[str, Any], run_dir: str | Path, n: int | Non
     out = pd.DataFrame(rows)
     atomic_write_csv(out, Path(run_dir) / "score_correlations.csv")
     return out
-
-
-def verdict_paper_vs_official(frame: pd.DataFrame, correlations: pd.DataFrame) -> str:
-    """Summary of the paper-vs-code comparison: AUBC per variant and score rank agreement.
-
-    A variant "ranks alike" when its Spearman correlation with the paper's scores is ≥ 0.9;
-    AUBC differences smaller than the larger std over seeds are "within noise".
-
-    Args:
-        frame: Tidy results of a ``saal_paper_vs_official`` run.
-        correlations: Output of :func:`score_rank_correlations`.
-
-    Returns:
-        Markdown text.
-    """
-    from ..results import summary_table
-
-    table = summary_table(frame).set_index("strategy")
-    ref = correlations["reference"].iloc[0] if len(correlations) else "paper"
-    lines = []
-    for _, r in correlations.iterrows():
-        v = r["variant"]
-        if v == ref:
-            continue
-        d = table.loc[v, "aubc_mean"] - table.loc[ref, "aubc_mean"]
-        noise = max(table.loc[v, "aubc_std"], table.loc[ref, "aubc_std"])
-        word = "higher than" if d > noise else "lower than" if d < -noise else "within noise of"
-        lines.append(f"- `{v}`: score Spearman with `{ref}` {r['spearman']:.3f} "
-                     f"({'ranks alike' if r['spearman'] >= 0.9 else 'ranks differently'}), first-round "
-                     f"selection overlap {r['overlap']:.2f}; AUBC {table.loc[v, 'aubc']} {word} "
-                     f"`{ref}` ({table.loc[ref, 'aubc']}, difference {d:+.4f}).")
-    if "random" in table.index:
-        d = table.loc[ref, "aubc_mean"] - table.loc["random", "aubc_mean"]
-        lines.append(f"- `{ref}` vs `random`: AUBC difference {d:+.4f}.")
-    return "\n".join(lines)
 
 
 @register("saal_paper_vs_official")
