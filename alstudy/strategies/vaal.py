@@ -55,12 +55,18 @@ class VAE(nn.Module):
         latent_dim: Dimension of z.
         architecture: ``conv`` or ``mlp``.
         width: Channels of the first conv layer (conv) or hidden units (mlp).
+        decode_dims: Leading latent dimensions the decoder reads (``None`` = all; SRAAL
+            reconstructs from the first half of z).
     """
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 32,
-                 architecture: str = "conv", width: int = 32):
+                 architecture: str = "conv", width: int = 32, decode_dims: int | None = None):
         super().__init__()
         self.input_shape = tuple(input_shape)
+        self.decode_dims = latent_dim if decode_dims is None else int(decode_dims)
+        if not 1 <= self.decode_dims <= latent_dim:
+            raise ValueError(f"VAE decode_dims must be in [1, latent_dim={latent_dim}], "
+                             f"got {decode_dims!r}")
         if architecture == "conv":
             if not _conv_ok(self.input_shape):
                 raise ValueError(f"VAAL architecture 'conv' needs [C, H, W] inputs with H and W "
@@ -73,7 +79,7 @@ class VAE(nn.Module):
                 nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
                 nn.Flatten())
             self.decoder = nn.Sequential(
-                nn.Linear(latent_dim, flat), nn.Unflatten(1, inner), nn.ReLU(),
+                nn.Linear(self.decode_dims, flat), nn.Unflatten(1, inner), nn.ReLU(),
                 nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
                 nn.ConvTranspose2d(width, c, 4, 2, 1))
         elif architecture == "mlp":
@@ -81,7 +87,7 @@ class VAE(nn.Module):
             flat = width
             self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, width), nn.ReLU(),
                                          nn.Linear(width, width), nn.ReLU())
-            self.decoder = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(),
+            self.decoder = nn.Sequential(nn.Linear(self.decode_dims, width), nn.ReLU(),
                                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, d),
                                          nn.Unflatten(1, self.input_shape))
         else:
@@ -94,25 +100,39 @@ class VAE(nn.Module):
         h = self.encoder(x)  # [B, flat]
         return self.mu(h), self.logvar(h)
 
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Reparameterised draw z = μ + σ·ε ``[B, latent_dim]`` (ε from the global RNG)."""
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, ...]`` from the first ``decode_dims`` coordinates of z."""
+        return self.decoder(z[:, : self.decode_dims])
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction ``[B, ...]`` from z = μ + σ·ε (ε from the global RNG), μ and log σ²."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # [B, latent]
-        return self.decoder(z), mu, logvar
+        return self.decode(self.sample(mu, logvar)), mu, logvar
 
 
 class Discriminator(nn.Module):
-    """MLP on latent codes: latent → hidden → hidden → 1 logit of "labeled" (VAAL's D).
+    """MLP on latent codes: latent → hidden (× ``layers``) → 1 logit (VAAL's D; SRAAL's state
+    discriminator with ``layers=4``).
 
     Args:
         latent_dim: Dimension of z.
         hidden: Hidden units (512 in the authors' code).
+        layers: Hidden layers (2 in VAAL's code, 4 in SRAAL's).
     """
 
-    def __init__(self, latent_dim: int = 32, hidden: int = 512):
+    def __init__(self, latent_dim: int = 32, hidden: int = 512, layers: int = 2):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        if layers < 1:
+            raise ValueError(f"Discriminator layers must be >= 1, got {layers!r}")
+        body: list[nn.Module] = [nn.Linear(latent_dim, hidden), nn.ReLU()]
+        for _ in range(layers - 1):
+            body += [nn.Linear(hidden, hidden), nn.ReLU()]
+        self.net = nn.Sequential(*body, nn.Linear(hidden, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``[B]`` of P(labeled | z)."""
