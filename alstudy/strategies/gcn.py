@@ -4,7 +4,7 @@ CVPR 2021).
 
 The learner's features z = f(x) of the M unlabeled candidates and the L labeled examples are
 the nodes of one graph. With the rows of Z l2-normalised (v_i = z_i / ‖z_i‖) and S = V Vᵀ the
-cosine similarities, the adjacency is (paper Eq. 1)
+cosine similarities, the adjacency is (as in the paper)
 
     A = D⁻¹ (S − I) + I,      D = diag(rowsum(S − I)),
 
@@ -14,12 +14,12 @@ i.e. self-similarity removed, rows normalised by the degree, self-loops added. A
     h = ReLU(A V W₁ + b₁)  (dropout),   s = σ(A h W₂ + b₂),
 
 trained full-batch to separate labeled (1) from unlabeled (0) nodes with the λ-weighted binary
-cross-entropy (paper Eq. 3)
+cross-entropy of the paper
 
     L = −(1/L) Σ_{i ∈ labeled} log s_i − λ (1/M) Σ_{i ∈ unlabeled} log(1 − s_i).
 
 * **UncertainGCN** picks the candidates whose confidence is closest to the margin:
-  the ``budget`` smallest |s_i − s_margin| (paper Eq. 4).
+  the ``budget`` smallest |s_i − s_margin|.
 * **CoreGCN** runs greedy k-center (Sener & Savarese's Algorithm 1,
   :func:`alstudy.selection.kcenter_greedy`) on the GCN's node embeddings, starting from the
   labeled nodes as centres.
@@ -27,10 +27,10 @@ cross-entropy (paper Eq. 3)
 Defaults follow the authors' code: 128 hidden units, dropout 0.3, Adam lr 1e-3 with weight
 decay 5e-4, λ = 1.2, s_margin = 0.1, 200 full-batch epochs; CoreGCN's embedding is the
 concatenation [h, A h W₂ + b₂] (hidden layer and pre-sigmoid output, the third output of the
-authors' GCN). Differences from the authors' code, each an option:
+authors' GCN). Choices, each an option:
 
 * ``adjacency``: the code computes (S − I) D⁻¹ + I, i.e. normalises **columns** (the transpose
-  of Eq. 1 for the symmetric S); ``variant: official`` sets ``adjacency: column``.
+  of the paper's A for the symmetric S); ``variant: official`` sets ``adjacency: column``.
 * ``embedding`` (CoreGCN): ``hidden_output`` ([h, logit], authors' code) or ``hidden`` (h only).
 * The authors sample 10,000 unlabeled candidates per cycle; here the run's ``candidates``
   setting decides.
@@ -67,7 +67,7 @@ ADJACENCY = ("row", "column")
 
 
 def normalised_adjacency(features: torch.Tensor, normalisation: str = "row") -> torch.Tensor:
-    """Adjacency of the feature graph (Caramalau et al., Eq. 1).
+    """Adjacency of the feature graph (Caramalau et al.): D⁻¹(S − I) + I.
 
     Args:
         features: Node features ``[N, d]`` (finite; rows are l2-normalised here).
@@ -139,7 +139,7 @@ class GCN(nn.Module):
 
 
 def gcn_loss(logits: torch.Tensor, labeled: torch.Tensor, weight: float = 1.2) -> torch.Tensor:
-    """λ-weighted binary cross-entropy of labeled vs unlabeled nodes (Caramalau et al., Eq. 3).
+    """λ-weighted binary cross-entropy of labeled vs unlabeled nodes (Caramalau et al.).
 
     Args:
         logits: Pre-sigmoid outputs ``[N]``.
@@ -219,7 +219,7 @@ class _SequentialGCN(Strategy):
         "weight_decay": number(5e-4, 0.0, help="Adam weight decay of the GCN"),
         "lambda_loss": number(1.2, 0.0, help="λ, weight of the unlabeled term of the loss"),
         "adjacency": choice("row", ADJACENCY,
-                            help="D^-1(S-I)+I (paper Eq. 1) or (S-I)D^-1+I (authors' code)"),
+                            help="D^-1(S-I)+I (paper) or (S-I)D^-1+I (authors' code)"),
         "batch_size": integer(1024, 1, help="inference batch size for the learner's features"),
     }
     variants = {"official": {"adjacency": "column"}}
