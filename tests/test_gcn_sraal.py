@@ -379,3 +379,20 @@ def test_new_strategies_run_through_the_loop(mnist, tmp_path):
     acc = df[df.metric == "accuracy"]
     for name in names:
         assert sorted(acc[acc.strategy == name].n_labeled.tolist()) == [20, 30], name
+
+
+def test_the_cli_lists_the_new_strategies_with_their_options(capsys):
+    from alstudy import cli
+
+    assert cli.main(["strategies"]) == 0
+    sections, name = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if line and not line[0].isspace():
+            name = line.split()[0]
+        elif name:
+            sections.setdefault(name, []).append(line.strip())
+    for name, options in [("coregcn", ["embedding = 'hidden_output'", "lambda_loss = 1.2"]),
+                          ("uncertaingcn", ["s_margin = 0.1", "dropout = 0.3", "epochs = 200"]),
+                          ("sraal", ["indicator_variance = 'population'", "disc_layers = 4"])]:
+        for option in options:
+            assert any(line.startswith(option) for line in sections[name]), (name, option)
