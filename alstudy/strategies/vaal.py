@@ -20,9 +20,10 @@ draws a new labeled and unlabeled batch for the second VAE step (and trains D on
 VAE is a 4-layer, 128–1024-channel conv net trained for as long as the task model; here the
 networks are small (two stride-2 conv layers of ``width`` and 2·``width`` channels for images
 whose sides are multiples of 4, e.g. 28×28 and 32×32; an MLP for vectors or other sizes) and
-``steps`` (150) is kept small so a cycle runs on a CPU: one iteration of the defaults on a
-28×28 batch of 64 is ~5.5 GFLOP (~0.1 s on one core), so a cycle costs ``steps`` × that; the
-NoiseStability authors' MNIST setting corresponds to ~1,150 iterations at batch 96.
+``steps`` (150) is kept small so a cycle runs on a CPU: one iteration of the defaults on
+28×28 batches of 64 unlabeled and 60 labeled images is ~6.6 GFLOP (~0.13 s on one core,
+``benchmarks/bench_baselines.py``), so a cycle costs ``steps`` × that; the NoiseStability
+authors' MNIST setting corresponds to ~1,150 iterations at batch 96.
 The authors' KL term is summed over the batch rather than averaged.
 
 All randomness (initialisation, batches, reparameterisation noise) derives from one seed drawn
