@@ -180,3 +180,20 @@ def test_vaal_mlp_fallback_on_vectors():
     with pytest.raises(ValueError, match="'conv' needs"):
         build("vaal", architecture="conv").select(None, data, Pool(120, torch.arange(20)), 6, gen(0),
                                                   context())
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_vaal_fresh_batches_draw_one_batch_per_update(fresh, monkeypatch):
+    from alstudy.strategies import vaal
+
+    calls = []
+    original = vaal._Cycler.next
+    monkeypatch.setattr(vaal._Cycler, "next", lambda self: calls.append(self.n) or original(self))
+    torch.manual_seed(0)
+    x = torch.randn(40, 6)
+    vaal.train_vaal(vaal.VAE((6,), 4, "mlp", 8), vaal.Discriminator(4, 8), x[:10], x[10:],
+                    steps=3, batch_size=4, vae_steps=2, adv_steps=2, fresh_batches=fresh,
+                    generator=gen(0))
+    per_iteration = 2 * (1 + 1 + 1) if fresh else 2  # labeled + unlabeled per batch drawn
+    assert len(calls) == 3 * per_iteration
+    assert calls.count(10) == calls.count(30) == len(calls) // 2

@@ -13,12 +13,17 @@ trained from scratch by alternating
 
 Selection (paper Algorithm 1): the candidates with the **lowest** probability D(μ_φ(x)) of
 being labeled. As in the authors' code, the discriminator reads the latent mean μ, each
-iteration takes ``vae_steps`` = 2 VAE steps and ``adv_steps`` = 1 discriminator step on one
-labeled and one unlabeled batch, with Adam (lr 5e-4), λ₁ = λ₂ = β = 1, latent dimension 32 and
-a 512-512 discriminator. The authors' VAE is a 4-layer, 128–1024-channel conv net trained for
-as long as the task model; here the networks are small (two stride-2 conv layers of
-``width`` and 2·``width`` channels for images whose sides are multiples of 4, e.g. 28×28 and
-32×32; an MLP for vectors or other sizes) and ``steps`` is kept small so a cycle runs on a CPU.
+iteration takes ``vae_steps`` = 2 VAE steps and ``adv_steps`` = 1 discriminator step, with Adam
+(lr 5e-4), λ₁ = λ₂ = β = 1, latent dimension 32 and a 512-512 discriminator. The authors' code
+draws a new labeled and unlabeled batch for the second VAE step (and trains D on it),
+``fresh_batches: true``; the default runs the iteration's updates on one batch. The authors'
+VAE is a 4-layer, 128–1024-channel conv net trained for as long as the task model; here the
+networks are small (two stride-2 conv layers of ``width`` and 2·``width`` channels for images
+whose sides are multiples of 4, e.g. 28×28 and 32×32; an MLP for vectors or other sizes) and
+``steps`` (150) is kept small so a cycle runs on a CPU: one iteration of the defaults on
+28×28 batches of 64 unlabeled and 60 labeled images is ~6.6 GFLOP (~0.13 s on one core,
+``benchmarks/bench_baselines.py``), so a cycle costs ``steps`` × that; the NoiseStability
+authors' MNIST setting corresponds to ~1,150 iterations at batch 96.
 The authors' KL term is summed over the batch rather than averaged.
 
 All randomness (initialisation, batches, reparameterisation noise) derives from one seed drawn
@@ -37,7 +42,7 @@ from torch import nn
 from ..models import model_device
 from ..selection import topk
 from ._seeding import draw_seed, seeded
-from .base import Strategy, check_budget, choice, integer, number, register
+from .base import Strategy, boolean, check_budget, choice, integer, number, register
 
 __all__ = ["VAE", "Discriminator", "train_vaal", "VAAL"]
 
@@ -55,12 +60,18 @@ class VAE(nn.Module):
         latent_dim: Dimension of z.
         architecture: ``conv`` or ``mlp``.
         width: Channels of the first conv layer (conv) or hidden units (mlp).
+        decode_dims: Leading latent dimensions the decoder reads (``None`` = all; SRAAL
+            reconstructs from the first half of z).
     """
 
     def __init__(self, input_shape: Sequence[int], latent_dim: int = 32,
-                 architecture: str = "conv", width: int = 32):
+                 architecture: str = "conv", width: int = 32, decode_dims: int | None = None):
         super().__init__()
         self.input_shape = tuple(input_shape)
+        self.decode_dims = latent_dim if decode_dims is None else int(decode_dims)
+        if not 1 <= self.decode_dims <= latent_dim:
+            raise ValueError(f"VAE decode_dims must be in [1, latent_dim={latent_dim}], "
+                             f"got {decode_dims!r}")
         if architecture == "conv":
             if not _conv_ok(self.input_shape):
                 raise ValueError(f"VAAL architecture 'conv' needs [C, H, W] inputs with H and W "
@@ -73,7 +84,7 @@ class VAE(nn.Module):
                 nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
                 nn.Flatten())
             self.decoder = nn.Sequential(
-                nn.Linear(latent_dim, flat), nn.Unflatten(1, inner), nn.ReLU(),
+                nn.Linear(self.decode_dims, flat), nn.Unflatten(1, inner), nn.ReLU(),
                 nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
                 nn.ConvTranspose2d(width, c, 4, 2, 1))
         elif architecture == "mlp":
@@ -81,7 +92,7 @@ class VAE(nn.Module):
             flat = width
             self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, width), nn.ReLU(),
                                          nn.Linear(width, width), nn.ReLU())
-            self.decoder = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(),
+            self.decoder = nn.Sequential(nn.Linear(self.decode_dims, width), nn.ReLU(),
                                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, d),
                                          nn.Unflatten(1, self.input_shape))
         else:
@@ -94,25 +105,39 @@ class VAE(nn.Module):
         h = self.encoder(x)  # [B, flat]
         return self.mu(h), self.logvar(h)
 
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Reparameterised draw z = μ + σ·ε ``[B, latent_dim]`` (ε from the global RNG)."""
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[B, ...]`` from the first ``decode_dims`` coordinates of z."""
+        return self.decoder(z[:, : self.decode_dims])
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction ``[B, ...]`` from z = μ + σ·ε (ε from the global RNG), μ and log σ²."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # [B, latent]
-        return self.decoder(z), mu, logvar
+        return self.decode(self.sample(mu, logvar)), mu, logvar
 
 
 class Discriminator(nn.Module):
-    """MLP on latent codes: latent → hidden → hidden → 1 logit of "labeled" (VAAL's D).
+    """MLP on latent codes: latent → hidden (× ``layers``) → 1 logit (VAAL's D; SRAAL's state
+    discriminator with ``layers=4``).
 
     Args:
         latent_dim: Dimension of z.
         hidden: Hidden units (512 in the authors' code).
+        layers: Hidden layers (2 in VAAL's code, 4 in SRAAL's).
     """
 
-    def __init__(self, latent_dim: int = 32, hidden: int = 512):
+    def __init__(self, latent_dim: int = 32, hidden: int = 512, layers: int = 2):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        if layers < 1:
+            raise ValueError(f"Discriminator layers must be >= 1, got {layers!r}")
+        body: list[nn.Module] = [nn.Linear(latent_dim, hidden), nn.ReLU()]
+        for _ in range(layers - 1):
+            body += [nn.Linear(hidden, hidden), nn.ReLU()]
+        self.net = nn.Sequential(*body, nn.Linear(hidden, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``[B]`` of P(labeled | z)."""
@@ -145,8 +170,8 @@ class _Cycler:
 def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.Tensor, *,
                steps: int, batch_size: int = 64, vae_steps: int = 2, adv_steps: int = 1,
                lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0,
-               generator: torch.Generator, device: torch.device | str = "cpu"
-               ) -> dict[str, list[float]]:
+               fresh_batches: bool = False, generator: torch.Generator,
+               device: torch.device | str = "cpu") -> dict[str, list[float]]:
     """Alternate VAE (Eq. 3) and discriminator (Eq. 4) updates of VAAL.
 
     Args:
@@ -161,6 +186,9 @@ def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.
         lr: Adam learning rate of both networks.
         beta: β, weight of the KL term (λ₁ = 1).
         adversary_weight: λ₂, weight of the adversarial term.
+        fresh_batches: Draw a new labeled and unlabeled batch for every update after the first
+            of an iteration, as the authors' code does (D then trains on the last VAE batch);
+            ``False`` runs all updates of an iteration on one batch.
         generator: CPU generator for the batches (the reparameterisation noise uses the global
             RNG, seeded by the caller).
         device: Where to train.
@@ -176,11 +204,15 @@ def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.
     lab, unl = _Cycler(len(x_lab), batch_size, generator), _Cycler(len(x_unl), batch_size, generator)
     hist: dict[str, list[float]] = {"reconstruction": [], "kl": [], "adversarial": [],
                                     "discriminator": []}
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        return x_lab[lab.next()].to(device), x_unl[unl.next()].to(device)  # [b, ...], [b', ...]
+
     for _ in range(steps):
-        xl = x_lab[lab.next()].to(device)  # [b, ...]
-        xu = x_unl[unl.next()].to(device)  # [b', ...]
+        xl, xu = draw()
         rec = kl = adv = 0.0
-        for _ in range(vae_steps):
+        for k in range(vae_steps):
+            if k and fresh_batches:
+                xl, xu = draw()
             recon_l, mu_l, logvar_l = vae(xl)
             recon_u, mu_u, logvar_u = vae(xu)
             mse_l, kl_l = _elbo_terms(xl, recon_l, mu_l, logvar_l)
@@ -196,7 +228,9 @@ def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.
             kl += float((kl_l + kl_u).detach()) / vae_steps
             adv += float(l_adv.detach()) / vae_steps
         dsc = 0.0
-        for _ in range(adv_steps):
+        for k in range(adv_steps):
+            if k and fresh_batches:
+                xl, xu = draw()
             with torch.no_grad():
                 mu_l, mu_u = vae.encode(xl)[0], vae.encode(xu)[0]
             d_l, d_u = disc(mu_l), disc(mu_u)
@@ -229,6 +263,8 @@ class VAAL(Strategy):
         "train_batch_size": integer(64, 1, help="labeled and unlabeled batch size"),
         "vae_steps": integer(2, 1, help="VAE updates per iteration"),
         "adv_steps": integer(1, 1, help="discriminator updates per iteration"),
+        "fresh_batches": boolean(False, help="new batch for each update after the first of an "
+                                             "iteration (authors' code); false: one batch"),
         "lr": number(5e-4, 0.0, low_open=True, help="Adam learning rate"),
         "beta": number(1.0, 0.0, help="β, KL weight"),
         "adversary_weight": number(1.0, 0.0, help="λ₂, adversarial-loss weight"),
@@ -272,6 +308,7 @@ class VAAL(Strategy):
                 vae_steps=self.opts["vae_steps"], adv_steps=self.opts["adv_steps"],
                 lr=self.opts["lr"], beta=self.opts["beta"],
                 adversary_weight=self.opts["adversary_weight"],
+                fresh_batches=self.opts["fresh_batches"],
                 generator=torch.Generator().manual_seed(seed), device=device)
         return self.history
 
