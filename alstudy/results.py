@@ -21,7 +21,7 @@ COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycl
            "metric", "value"]
 
 #: Whether larger (``max``) or smaller (``min``) is better; timing metrics are not summarised.
-METRIC_GOAL = {"accuracy": "max", "mae": "min"}
+METRIC_GOAL = {"accuracy": "max", "mae": "min", "map50": "max", "map50_all": "max"}
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
@@ -72,7 +72,7 @@ def summarize(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
 
     Args:
         frame: Tidy results.
-        metric: Metric to summarise (default: the first of ``accuracy``/``mae`` present).
+        metric: Metric to summarise (default: the first of :data:`METRIC_GOAL` present).
 
     Returns:
         Columns ``experiment, run_id, dataset, model, strategy, seed, metric, final, best, aubc,

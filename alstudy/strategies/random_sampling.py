@@ -12,6 +12,7 @@ class RandomSampling(Strategy):
     """Score every candidate with an independent uniform draw (= a uniformly random subset)."""
 
     name = "random"
+    tasks = ("classification", "regression", "detection")
 
     def score(self, model, x, *, generator=None) -> torch.Tensor:
         return torch.rand(x.shape[0], generator=generator)  # [M]
