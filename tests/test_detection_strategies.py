@@ -207,7 +207,7 @@ def test_paper_preset_end_to_end_at_paper_shapes_on_voc_fixtures(tmp_path):
     preset = yaml.safe_load((ROOT / "params" / "saal_detection.paper.yaml").read_text())
     assert preset["model"] == "ssd" and preset["model_options"]["backbone"] == "vgg16"
     preset.update(data_root=str(tmp_path / "voc"), results_dir=str(tmp_path / "results"), seeds=[0],
-                  initial_size=1, budget=1, cycles=1, candidates="all", epochs=1, batch_size=2,
+                  max_train=2, initial_size=1, budget=1, cycles=1, candidates="all", epochs=1, batch_size=2,
                   lr_milestones=[], eval_batch_size=2, progress=False, device="cpu",
                   model_options={**preset["model_options"], "backbone_weights": None})  # no weights file here
     frame = loop.run(params.validate(preset))

@@ -41,6 +41,13 @@ __all__ = ["CORRESPONDING", "PseudoTargets", "pseudo_boxes", "pseudo_targets", "
 
 CORRESPONDING = ("source", "matched")
 _NORM_EPS = 1e-12
+#: Gradient entries per vmap chunk (chunk x parameters): about 64 MiB on the CPU, 512 MiB on a GPU.
+_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 27}
+
+
+def _chunk(n_params: int, device: torch.device) -> int:
+    budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cuda"])
+    return max(1, min(256, budget // max(n_params, 1)))
 
 
 @torch.no_grad()
@@ -186,7 +193,8 @@ def perturbed_detection_losses(model: nn.Module, x: torch.Tensor, targets: Pseud
         x: Raw-pixel images ``[N, C, H, W]``.
         targets: Corresponding priors and pseudo classes (:func:`pseudo_targets`).
         rho: Radius ρ >= 0 (SAAL: 0.05).
-        chunk_size: Images per vmap chunk (``None``: about 2^24 gradient entries per chunk).
+        chunk_size: Images per vmap chunk (``None``: about 2^24 gradient entries per chunk on
+            the CPU, 2^27 on a GPU).
 
     Returns:
         ``(perturbed [N], clean [N], grad_norm [N])`` on the CPU.
@@ -196,9 +204,8 @@ def perturbed_detection_losses(model: nn.Module, x: torch.Tensor, targets: Pseud
     if not (isinstance(rho, (int, float)) and rho >= 0):
         raise ValueError(f"rho must be a number >= 0, got {rho!r}")
     params, frozen = _split_params(model)
-    n_params = sum(p.numel() for p in params.values())
-    chunk = chunk_size or max(1, min(256, (1 << 24) // max(n_params, 1)))
     device = next(iter(params.values())).device
+    chunk = chunk_size or _chunk(sum(p.numel() for p in params.values()), device)
     was = model.training
     model.eval()
 
@@ -320,8 +327,8 @@ def conf_head_gradients(model: nn.Module, x: torch.Tensor, targets: PseudoTarget
     params, frozen = _split_params(head, names)
     order = sorted(params)
     n_params = sum(params[k].numel() for k in order)
-    chunk = chunk_size or max(1, min(256, (1 << 24) // max(n_params, 1)))
     device = next(model.parameters()).device
+    chunk = chunk_size or _chunk(n_params, device)
     was = model.training
     model.eval()
 

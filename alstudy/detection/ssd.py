@@ -35,6 +35,7 @@ clipped to ``[0, 1]``.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Sequence
@@ -236,11 +237,10 @@ class SSD(nn.Module):
                                             _conv_bn(2 * width, 4 * width, 2)))
                 size = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
             self.extras = nn.ModuleList(extras)
-        with torch.no_grad():
-            was = self.training
-            self.eval()
-            maps = self._sources(torch.zeros(1, c, h, w))
-            self.train(was)
+        with torch.no_grad():  # shapes only: a parameter-free copy on the meta device
+            probe = copy.deepcopy(self).to("meta").eval()
+            maps = probe._sources(torch.zeros(1, c, h, w, device="meta"))
+            del probe
         sizes = [tuple(m.shape[2:]) for m in maps]
         if aspect_ratios is None:
             aspect_ratios = [list(_VGG_ASPECTS[k]) if k < len(_VGG_ASPECTS) else [2, 3]
