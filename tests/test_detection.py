@@ -331,3 +331,24 @@ def test_mnist_canvases_deterministic_and_train_digits_only():
         assert ink[y0, x0:x1].any() and ink[y1 - 1, x0:x1].any()  # ... and the box is tight
         assert ink[y0:y1, x0].any() and ink[y0:y1, x1 - 1].any()
         assert t[k][1].tolist() == [7]
+
+
+def test_ssd_augment_moves_boxes_with_the_pixels():
+    from alstudy.detection.train import ssd_augment
+
+    img = torch.zeros(1, 1, 60, 60, dtype=torch.uint8)
+    img[0, 0, 12:30, 24:48] = 255  # the object: box (24/60, 12/60, 48/60, 30/60)
+    target = [(torch.tensor([[0.4, 0.2, 0.8, 0.5]]), torch.tensor([3]))]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        out, t = ssd_augment(img, target, gen)
+        assert out.shape == img.shape and out.dtype == torch.uint8
+        (boxes, labels), = t
+        assert labels.tolist() == [3] and ((boxes >= -1e-6) & (boxes <= 1 + 1e-6)).all()
+        x0, y0, x1, y1 = (boxes[0] * 60).tolist()
+        white = out[0, 0].float() > 127
+        ys, xs = torch.nonzero(white, as_tuple=True)
+        if ys.numel() < 4:  # object shrunk to almost nothing by a 4x zoom-out
+            continue
+        inside = (xs + 0.5 >= x0 - 1.5) & (xs + 0.5 <= x1 + 1.5) & (ys + 0.5 >= y0 - 1.5) & (ys + 0.5 <= y1 + 1.5)
+        assert inside.float().mean() > 0.95  # the bright pixels stay in the transformed box
