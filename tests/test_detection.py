@@ -352,3 +352,27 @@ def test_ssd_augment_moves_boxes_with_the_pixels():
             continue
         inside = (xs + 0.5 >= x0 - 1.5) & (xs + 0.5 <= x1 + 1.5) & (ys + 0.5 >= y0 - 1.5) & (ys + 0.5 <= y1 + 1.5)
         assert inside.float().mean() > 0.95  # the bright pixels stay in the transformed box
+
+
+def test_ceiling_fraction_and_statement_hand_computed():
+    import pandas as pd
+
+    from alstudy.ceiling import ceiling_fraction
+    from alstudy.reports.detection import ceiling_statement, detection_summary
+
+    rows = []
+    for strat, finals in {"random": [0.4, 0.5], "saal": [0.6, 0.84]}.items():
+        for seed, final in enumerate(finals):
+            for cycle, (n, v) in enumerate([(10, 0.1), (20, final)]):
+                rows.append(dict(experiment="e", run_id="r", dataset="d", model="ssd", strategy=strat, seed=seed,
+                                 cycle=cycle, n_labeled=n, metric="map50", value=v))
+    frame = pd.DataFrame(rows)
+    ceil = pd.DataFrame([dict(experiment="e", run_id="r", dataset="d", model="ssd", strategy="full training set",
+                              seed=0, cycle=-1, n_labeled=100, metric="map50", value=0.8)])
+    frac = ceiling_fraction(frame, ceil, "map50").set_index("strategy")
+    assert frac.loc["random", "fraction"] == pytest.approx(0.45 / 0.8)
+    assert frac.loc["saal", "fraction"] == pytest.approx(0.72 / 0.8) and frac.loc["saal", "n_labeled"] == 20
+    text = ceiling_statement(frame, ceil)
+    assert "56–90% of the ceiling" in text and "100 training images" in text and "20 labels, 20%" in text
+    table = detection_summary(frame, ceil).set_index("strategy")
+    assert table.loc["saal", "of_ceiling"] == "90%" and table.loc["random", "final"] == "0.4500 ± 0.0707"
