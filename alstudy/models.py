@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .detection.ssd import SSD
+
 __all__ = ["ALModel", "SmallCNN", "VGG", "ResNet18", "MLPRegressor", "MODELS", "build",
            "model_options", "feature_parameters", "model_device", "predict"]
 
@@ -246,6 +248,7 @@ MODELS: dict[str, type[ALModel]] = {
     "resnet18": ResNet18,
     "mlp": MLPRegressor,
     "text_pair": TextPair,
+    "ssd": SSD,  # detector: features = source maps, head = box/class convolutions
 }
 
 from .models_drn import DRNSegmenter  # noqa: E402 - subclasses ALModel, defined above

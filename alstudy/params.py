@@ -116,8 +116,8 @@ SCHEMA: dict[str, Field] = {
                            lambda v: all(isinstance(e, int) and e >= 1 for e in v),
                            "epochs at which lr *= lr_gamma"),
     "lr_gamma": Field(0.1, _NUM, "number in (0, 1]", lambda v: 0 < v <= 1, "lr decay factor"),
-    "augment": Field("none", _STR, "one of ['none', 'crop_flip']",
-                     lambda v: v in ("none", "crop_flip"), "training augmentation"),
+    "augment": Field("none", _STR, "one of ['none', 'crop_flip', 'ssd']",
+                     lambda v: v in ("none", "crop_flip", "ssd"), "training augmentation"),
     "sam_rho": Field(0.05, _NUM, "number >= 0", lambda v: v >= 0, "SAM/ASAM radius"),
     "sam_base": Field("adam", _STR, "one of ['adam', 'sgd']", lambda v: v in ("adam", "sgd"),
                       "base optimizer of SAM/ASAM"),
@@ -260,12 +260,19 @@ def check_against_data(p: dict[str, Any], n_train: int, num_classes: int | None,
             f"parameter 'budget' = {p['budget']} with 'cycles' = {p['cycles']} and 'initial_size' = "
             f"{p['initial_size']} needs {need} labels but the {p['dataset']!r} pool has {n_train}; "
             f"allowed: initial_size + budget * cycles <= {n_train}")
+    if task == "detection" and p["initial_mode"] != "random":
+        raise ParamError(f"parameter 'initial_mode' = {p['initial_mode']!r} needs one class per example; "
+                         f"dataset {p['dataset']!r} is a detection task (box lists): use 'random'")
     if num_classes is not None and p["initial_mode"] != "random" and p["initial_size"] < num_classes:
         raise ParamError(f"parameter 'initial_size' = {p['initial_size']} is below the "
                          f"{num_classes} classes that initial_mode {p['initial_mode']!r} needs")
     if task in ("regression", "segmentation") and p["initial_mode"] != "random":
         raise ParamError(f"parameter 'initial_mode' = {p['initial_mode']!r} needs one class per "
                          f"example; dataset {p['dataset']!r} is a {task} task: use 'random'")
+    augments = ("none", "ssd") if task == "detection" else ("none", "crop_flip")
+    if p["augment"] not in augments:
+        raise ParamError(f"parameter 'augment' = {p['augment']!r} does not apply to the {task} dataset "
+                         f"{p['dataset']!r}; allowed: {list(augments)}")
     from . import models, strategies
     model_task = models.MODELS[p["model"]].task
     if model_task != task:
@@ -274,8 +281,10 @@ def check_against_data(p: dict[str, Any], n_train: int, num_classes: int | None,
     for label, (name, opts) in strategy_specs(p).items():
         strat = strategies.build(name, **opts)
         if task not in strat.tasks:
+            fits = sorted(n for n, c in strategies.STRATEGIES.items() if task in c.tasks)
             raise ParamError(f"parameter 'strategies': {label!r} supports {list(strat.tasks)} "
-                             f"tasks, not the {task} dataset {p['dataset']!r}")
+                             f"tasks, not the {task} dataset {p['dataset']!r}; strategies for "
+                             f"{task}: {fits}")
 
 
 def load(path: str | Path, **overrides: Any) -> dict[str, Any]:

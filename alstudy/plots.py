@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "segmentation_examples", "METRIC_LABELS",
+__all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "segmentation_examples",
+           "detection_examples", "METRIC_LABELS",
            "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge",
            "plot_saal_correlations", "plot_margins"]
 
 METRIC_LABELS = {"accuracy": "test accuracy", "mae": "test MAE", "select_seconds": "selection time [s]",
                  "train_seconds": "training time [s]", "miou": "test mIoU",
-                 "pixel_accuracy": "test pixel accuracy"}
+                 "pixel_accuracy": "test pixel accuracy", "map50": "test mAP@0.5 (VOC07 11-point)",
+                 "map50_all": "test mAP@0.5 (all-point)"}
 
 
 def savefig(fig: plt.Figure, name: str, folder: str | Path = "results/figures", dpi: int = 150) -> Path:
@@ -45,7 +47,7 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
     Returns:
         The figure.
     """
-    metric = metric or next(m for m in ("accuracy", "mae", "miou") if m in set(frame["metric"]))
+    metric = metric or next(m for m in ("accuracy", "mae", "miou", "map50") if m in set(frame["metric"]))
     sub = frame[frame["metric"] == metric]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -60,8 +62,9 @@ def learning_curve(frame: pd.DataFrame, metric: str | None = None, hue: str = "s
     ax.text(0.99, 0.01, f"line: mean over {n_seeds} seed(s); band: 95% bootstrap CI of the mean",
             transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
     if reference is not None:
-        ax.axhline(reference, color="0.3", linestyle="--", linewidth=1.2, label=reference_label)
-    n_curves = sub[hue].nunique()
+        ax.axhline(reference, color="0.3", linestyle="--", linewidth=1.2,
+                   label=f"{reference_label} ({reference:.3g})")
+    n_curves = sub[hue].nunique() + (reference is not None)
     if n_curves > 4:  # many curves: legend beside the axes, never on top of the lines
         ax.legend(title=hue, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
@@ -168,6 +171,53 @@ def segmentation_examples(image, target, pred, class_names=None, ignore_index: i
                fontsize="small")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def detection_examples(images, truths, predictions, class_names, *, ncols: int = 4,
+                       min_score: float = 0.5, titles=None) -> plt.Figure:
+    """Images with their true boxes (green, dashed) and predicted boxes (red, with class:score).
+
+    Args:
+        images: uint8 array/tensor ``[N, C, H, W]`` (C = 1 or 3).
+        truths: Per image ``(boxes [G, 4], labels [G])`` in relative xyxy coordinates.
+        predictions: Per image ``(boxes [K, 4], labels [K], scores [K])``.
+        class_names: Name of every class index.
+        ncols: Images per row.
+        min_score: Predictions drawn from this score on.
+        titles: Optional title per image.
+
+    Returns:
+        The figure.
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    images = np.asarray(images)
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = images[k]
+        h, w = img.shape[1:]
+        ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+        for (x0, y0, x1, y1), lab in zip(np.asarray(truths[k][0]).tolist(), np.asarray(truths[k][1]).tolist()):
+            ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h, fill=False,
+                                   edgecolor="lime", linestyle="--", linewidth=1.2))
+        boxes, labels, scores = (np.asarray(v) for v in predictions[k])
+        for (x0, y0, x1, y1), lab, sc in zip(boxes.tolist(), labels.tolist(), scores.tolist()):
+            if sc < min_score:
+                continue
+            ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h, fill=False,
+                                   edgecolor="red", linewidth=1.2))
+            ax.text(x0 * w, y0 * h - 1, f"{class_names[int(lab)]}:{sc:.2f}", color="red", fontsize=7,
+                    va="bottom", bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=8)
     fig.tight_layout()
     return fig
 

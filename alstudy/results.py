@@ -29,7 +29,8 @@ COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycl
            "metric", "value"]
 
 #: Whether larger (``max``) or smaller (``min``) is better; timing metrics are not summarised.
-METRIC_GOAL = {"accuracy": "max", "mae": "min", "miou": "max", "pixel_accuracy": "max"}
+METRIC_GOAL = {"accuracy": "max", "mae": "min", "miou": "max", "pixel_accuracy": "max", "map50": "max",
+               "map50_all": "max"}
 
 
 #: When this module was imported: temp files older than this cannot be this process's writes.
@@ -137,7 +138,7 @@ def summarize(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
 
     Args:
         frame: Tidy results.
-        metric: Metric to summarise (default: the first of ``accuracy``/``mae`` present).
+        metric: Metric to summarise (default: the first of :data:`METRIC_GOAL` present).
 
     Returns:
         Columns ``experiment, run_id, dataset, model, strategy, seed, metric, final, best, aubc,

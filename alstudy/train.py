@@ -22,7 +22,7 @@ __all__ = ["TrainConfig", "TrainingHook", "fit", "evaluate", "resolve_device", "
            "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "sgd", "sam", "asam")
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", "crop_flip", "ssd")  # ssd: detection only
 
 
 @dataclass
@@ -41,7 +41,8 @@ class TrainConfig:
         weight_decay: L2 weight decay.
         lr_milestones: Epochs at which the learning rate is multiplied by ``lr_gamma``.
         lr_gamma: Decay factor.
-        augment: ``none`` or ``crop_flip`` (pad-4 random crop + horizontal flip, images only).
+        augment: ``none``, ``crop_flip`` (pad-4 random crop + horizontal flip, images only) or
+            ``ssd`` (SSD's zoom-out / crop / flip of images and boxes, detection only).
         sam_rho: SAM/ASAM neighbourhood radius ρ.
         sam_base: Base optimizer of SAM/ASAM: ``sgd`` or ``adam``.
         progress: Show a per-epoch progress bar.
@@ -159,7 +160,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         x: Inputs ``[N, ...]`` (CPU or device).
         y: Targets ``[N]``.
         cfg: Hyper-parameters.
-        task: ``classification``, ``regression`` or ``segmentation``.
+        task: ``classification``, ``regression``, ``segmentation`` or ``detection`` (targets: box lists).
         generator: CPU generator for shuffling and augmentation (seeded by the caller).
         device: Where to train.
         hook: Optional auxiliary module and loss (see :class:`TrainingHook`).
@@ -167,6 +168,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     Returns:
         ``{"loss": [mean task loss per epoch], "aux_loss": [...]}``.
     """
+    if task == "detection":  # box-list targets, MultiBox loss: alstudy.detection.train
+        from .detection.train import fit_detector
+        return fit_detector(model, x, y, cfg, generator=generator, device=device, hook=hook)
     device = torch.device(device)
     generator = generator or torch.Generator().manual_seed(0)
     model.to(device).train()
@@ -229,7 +233,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, task: str = 
              target_scale: float = 1.0) -> dict[str, float]:
     """Test metrics: ``{"accuracy"}`` for classification, ``{"mae"}`` (original units) for
     regression, ``{"miou", "pixel_accuracy"}`` for segmentation (one confusion matrix
-    accumulated batch by batch, target 255 ignored; :mod:`alstudy.metrics`)."""
+    accumulated batch by batch, target 255 ignored; :mod:`alstudy.metrics`), ``{"map50",
+    "map50_all"}`` (VOC mAP, 11-point and all-point) for detection."""
+    if task == "detection":
+        from .detection.train import evaluate_detector
+        return evaluate_detector(model, x, y, batch_size=batch_size, device=device)
     model.to(device).eval()
     if task == "segmentation":
         cm = None

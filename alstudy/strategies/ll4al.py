@@ -151,7 +151,7 @@ class LearningLoss(Strategy):
     """Rank candidates by the loss predicted by a jointly trained module (Yoo & Kweon 2019)."""
 
     name = "ll4al"
-    tasks = ("classification", "segmentation")  # segmentation: the image's mean pixel loss
+    tasks = ("classification", "segmentation", "detection")  # segmentation: the image's mean pixel loss; detection: SSD's source maps, per-image MultiBox loss
     options = {
         "weight": number(1.0, 0.0, help="λ, weight of the loss-prediction loss"),
         "margin": number(1.0, 0.0, help="ξ, margin of the ranking loss"),

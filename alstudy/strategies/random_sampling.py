@@ -12,7 +12,7 @@ class RandomSampling(Strategy):
     """Score every candidate with an independent uniform draw (= a uniformly random subset)."""
 
     name = "random"
-    tasks = ("classification", "regression", "segmentation")
+    tasks = ("classification", "regression", "segmentation", "detection")
 
     def score(self, model, x, *, generator=None) -> torch.Tensor:
         return torch.rand(x.shape[0], generator=generator)  # [M]
