@@ -439,9 +439,13 @@ def _report_timing(run_dir: Path) -> dict[str, plt.Figure]:
         ax.set_ylabel("seconds (log)")
         ax.grid(alpha=0.3, axis="y")
         ax.tick_params(axis="x", rotation=30)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, title="optimizer", loc="center right")
     fig.suptitle(f"median over {per['repeat'].nunique()} interleaved repeats (warm-up discarded); "
                  "bars: interquartile range")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
     return {"seconds_per_round": fig}
 
 
