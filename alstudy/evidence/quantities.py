@@ -326,6 +326,12 @@ def _ceiling_fractions(run_dir: Path, metric: str, claim: Claim) -> Any:
     return (last["value"].to_numpy(float) / float(top.iloc[0])) if len(last) else None
 
 
+@quantity("saal.ext.detection_standin.highest_final_map:gate")
+def _detection_gate(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
+    """Final mAP@0.5 of every compared arm and seed over the full-data detector's mAP@0.5."""
+    return _ceiling_fractions(run_dir, "map50", claim)
+
+
 @quantity("ns.ext.segmentation_standin.remarkable_improvement:gate")
 def _segmentation_gate(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
     """Final mIoU of every compared arm and seed over the full-data ceiling's mIoU."""
