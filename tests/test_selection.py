@@ -98,6 +98,33 @@ def test_kcenter_ties_lowest_index_and_duplicates():
         assert sorted(got) == list(range(n))  # budget == N: a permutation, no repeats
 
 
+def _offset_instance(seed, n=300, m=40, d=16, n_dup=25):
+    """Points with a large common offset (||x|| ~ 1200) and spacing ~ 6, some of them exact
+    copies of the centres (their distance to the centres is exactly 0)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=d)
+    offset *= 1200.0 / np.linalg.norm(offset)
+    X = (offset + rng.normal(size=(n, d)) * 6.0 / math.sqrt(2 * d)).astype(np.float32)  # [n, d]
+    C = (offset + rng.normal(size=(m, d)) * 6.0 / math.sqrt(2 * d)).astype(np.float32)  # [m, d]
+    dup = rng.choice(n, n_dup, replace=False)
+    X[dup] = C[rng.integers(0, m, n_dup)]
+    return X, C, dup
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kcenter_large_offset_matches_float64_bruteforce(seed):
+    from alstudy.selection import _min_dist_to_centers
+
+    X, C, dup = _offset_instance(seed)
+    init = _min_dist_to_centers(torch.tensor(X), torch.tensor(C)).numpy()  # [n], float32
+    ref = pairwise_dist(X, C).min(1)  # [n], float64 from the same float32 inputs
+    assert np.all(init[dup] == 0.0)  # exact copies of a centre: distance exactly 0
+    np.testing.assert_allclose(init, ref, rtol=1e-6, atol=0)  # float32 precision
+    budget = 60
+    got = kcenter_greedy(torch.tensor(X), budget, centers=torch.tensor(C))
+    assert got.tolist() == ref_kcenter(X, budget, C)
+
+
 def test_kcenter_empty_centers_start_at_index_zero():
     X = torch.randn(10, 3)
     assert kcenter_greedy(X, 1, centers=torch.zeros(0, 3)).tolist() == [0]
