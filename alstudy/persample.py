@@ -490,8 +490,7 @@ def _fast_chunk(eng: _FastEngine, x: torch.Tensor, y: torch.Tensor | None, rho: 
         deltas = torch.autograd.grad(loss.sum(), [eng.outputs[m] for m in layers])
     grads = eng.per_sample(dict(zip(layers, deltas)))
     plain_sq = eng.sq_norms(grads, scaled=False)  # [B]
-    best = torch.full_like(clean, -math.inf)
-    pred = y.clone()
+    best = pred = None
     tilde = None
     for t in range(1, steps + 1):
         sq = eng.sq_norms(grads, scaled=True) if eng.asam else (plain_sq if t == 1 else eng.sq_norms(grads, False))
@@ -521,9 +520,13 @@ def _fast_chunk(eng: _FastEngine, x: torch.Tensor, y: torch.Tensor | None, rho: 
                 deltas = torch.autograd.grad(loss_p.sum(), [eng.outputs[m] for m in layers])
                 grads = eng.per_sample(dict(zip(layers, deltas)))
         loss_p = loss_p.detach()
-        better = loss_p > best
-        best = torch.where(better, loss_p, best)
-        pred = torch.where(better, out_p.detach().argmax(1), pred)
+        p_t = out_p.detach().argmax(1)  # [B]
+        if best is None:  # the first step as it is, NaN included (as in the functorch path)
+            best, pred = loss_p, p_t
+        else:
+            better = loss_p > best
+            best = torch.where(better, loss_p, best)
+            pred = torch.where(better, p_t, pred)
     eng.begin(None)
     return best, clean, plain_sq.sqrt(), y, pred
 

@@ -10,6 +10,10 @@ the CPU (indices are small; the CPU is where datasets are indexed).
 * :func:`kdpp` - exact k-DPP sampling (Kulesza & Taskar 2011).
 * :func:`topk` - the ``budget`` largest scores, deterministic ties.
 * :func:`select_subset` - dispatch by name over the three set selectors.
+* :func:`finite_first` - the one rule for candidates with non-finite scores
+  (NaN or +-inf): a :class:`NonFiniteScoreWarning` says how many, they are
+  ranked last and never picked while a finite candidate remains. Every
+  scorer-based strategy goes through it (:func:`topk` does).
 
 The greedy and k-means++ selectors are built on "from_sqdist" kernels that
 only ever need the squared distances from one point to all points
@@ -36,6 +40,10 @@ __all__ = [
     "kdpp_from_eig",
     "topk",
     "select_subset",
+    "finite_rows",
+    "finite_first",
+    "finite_centers",
+    "NonFiniteScoreWarning",
 ]
 
 # Upper bound on the number of elements of one [N, m] block when distances to
@@ -610,17 +618,138 @@ def kdpp(X, budget, generator, kernel="linear", gamma=None):
 # --------------------------------------------------------------------------- #
 # top-k and dispatch
 # --------------------------------------------------------------------------- #
-def topk(scores, budget):
+class NonFiniteScoreWarning(RuntimeWarning):
+    """Some candidates had non-finite scores (NaN or +-inf) and were ranked last."""
+
+
+def _as_rows(t, n=None):
+    """``t`` as a 2-D [N, -1] view (a 1-D [N] tensor becomes [N, 1])."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(np.asarray(t))
+    if t.dim() == 0:
+        raise ValueError(f"values must have a first (candidate) dimension, got a scalar {t!r}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(
+            f"all values must have the same number of rows N={n}, got {tuple(t.shape)}"
+        )
+    return t[:, None] if t.dim() == 1 else t.flatten(1)
+
+
+def finite_rows(*tensors):
+    """Which rows are entirely finite in every given tensor.
+
+    Args:
+        *tensors: One or more tensors with the same first dimension N (any
+            shape ``[N, ...]``, any device, any real dtype).
+
+    Returns:
+        torch.BoolTensor: [N] on the CPU, True where every entry of that row
+        in every tensor is finite (not NaN, not +-inf).
+    """
+    rows = [_as_rows(tensors[0])]
+    rows += [_as_rows(t, rows[0].shape[0]) for t in tensors[1:]]
+    ok = torch.ones(rows[0].shape[0], dtype=torch.bool)  # [N]
+    for r in rows:
+        if not r.is_floating_point() or r.numel() == 0:
+            continue
+        # amax/amin propagate NaN: the common all-finite case needs no [N, D] mask
+        if math.isfinite(float(r.amax())) and math.isfinite(float(r.amin())):
+            continue
+        ok &= torch.isfinite(r).all(dim=1).cpu()
+    return ok
+
+
+def finite_first(values, budget, select, *, label="selection", what="scores"):
+    """Select ``budget`` candidates, ranking those with non-finite values last.
+
+    The rule shared by every scorer: ``select`` runs on the candidates whose
+    values are all finite; candidates with a NaN or +-inf value fill whatever
+    budget is left, in index order, so none is picked while a finite
+    candidate remains. When any value is non-finite a
+    :class:`NonFiniteScoreWarning` names how many candidates are affected.
+
+    Args:
+        values: [N] or [N, ...] tensor, or a tuple of such tensors with the
+            same N; a candidate is finite when all its entries in all of them are.
+        budget: Number of candidates, an int in [0, N].
+        select: Callable ``select(keep, k) -> LongTensor[k]`` returning
+            positions into ``keep`` ([F] ascending CPU indices of the finite
+            candidates), with ``k = min(budget, F)`` >= 1.
+        label: Who selects; starts the warning (e.g. ``"strategy 'saal'"``).
+        what: What the values are, for the warning (e.g. ``"scores"``).
+
+    Returns:
+        torch.LongTensor: [budget] distinct indices into range(N) on the CPU;
+        the finite candidates' picks (in ``select``'s order) come first.
+
+    Raises:
+        ValueError: If the tensors' first dimensions differ or ``budget`` is
+            not an int in [0, N].
+    """
+    tensors = values if isinstance(values, (tuple, list)) else (values,)
+    ok = finite_rows(*tensors)  # [N]
+    n = ok.numel()
+    budget = _check_budget(budget, n)
+    n_bad = n - int(ok.sum())
+    if n_bad:
+        detail = ""
+        first = _as_rows(tensors[0])
+        if len(tensors) == 1 and first.shape[1] == 1 and first.is_floating_point():
+            v = first[:, 0].detach().cpu()
+            detail = (f" ({int(torch.isnan(v).sum())} NaN, {int((v == math.inf).sum())} +inf, "
+                      f"{int((v == -math.inf).sum())} -inf)")
+        warnings.warn(
+            f"{label}: {n_bad} of {n} candidates have non-finite {what}{detail}; they are "
+            f"ranked last and picked only after every finite candidate",
+            NonFiniteScoreWarning,
+            stacklevel=3,
+        )
+    keep = torch.nonzero(ok)[:, 0]  # [F], ascending
+    k = min(budget, keep.numel())
+    picks = keep[select(keep, k).to("cpu", torch.long)] if k else torch.empty(0, dtype=torch.long)
+    rest = torch.nonzero(~ok)[:, 0][: budget - k]  # non-finite, lowest index first
+    return torch.cat([picks, rest]).to(torch.long)
+
+
+def finite_centers(centers, *, label="selection", what="embeddings"):
+    """Drop pre-existing centres (e.g. labeled examples) whose rows are not finite.
+
+    Args:
+        centers: [M, D] tensor or None.
+        label: Who selects; starts the warning.
+        what: What the rows are, for the warning.
+
+    Returns:
+        ``centers`` without its non-finite rows (None stays None); a
+        :class:`NonFiniteScoreWarning` says how many were dropped.
+    """
+    if centers is None:
+        return None
+    ok = finite_rows(centers)  # [M]
+    n_bad = ok.numel() - int(ok.sum())
+    if not n_bad:
+        return centers
+    warnings.warn(
+        f"{label}: {n_bad} of {ok.numel()} labeled examples have non-finite {what}; they are "
+        f"not used as k-center centres",
+        NonFiniteScoreWarning,
+        stacklevel=2,
+    )
+    return centers[ok.to(centers.device)]
+
+
+def topk(scores, budget, *, label="topk"):
     """Indices of the ``budget`` largest scores, deterministic ties.
 
     A stable descending sort, so among equal scores the lower index comes
-    first. NaN scores are treated as ``-inf`` (so they rank last, tied with any
-    genuine ``-inf``, lower index first) and a warning reports how many scores
-    were non-finite; ``+inf`` is kept as the largest value.
+    first. Non-finite scores (NaN, +inf, -inf) follow :func:`finite_first`:
+    a warning says how many, they are ranked after every finite score, among
+    themselves in index order.
 
     Args:
         scores: [N] tensor or array-like of scores (any device, any real dtype).
         budget: Number of indices, an int in [0, N].
+        label: Who ranks, for the warning (e.g. ``"strategy 'entropy'"``).
 
     Returns:
         torch.LongTensor: [budget] distinct indices on the CPU, best first.
@@ -637,21 +766,11 @@ def topk(scores, budget):
     s = scores.detach().to("cpu")  # [N]
     if s.dtype == torch.bool or s.is_complex():
         raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
-    if s.is_floating_point():
-        finite = torch.isfinite(s)
-        if not bool(finite.all()):
-            n_nan = int(torch.isnan(s).sum())
-            n_pinf = int((s == math.inf).sum())
-            n_ninf = int((s == -math.inf).sum())
-            warnings.warn(
-                f"topk: {n - int(finite.sum())} of {n} scores are non-finite "
-                f"({n_nan} NaN, {n_pinf} +inf, {n_ninf} -inf); NaN is ranked as -inf",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            s = torch.nan_to_num(s, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    order = torch.sort(s, descending=True, stable=True).indices  # [N]
-    return order[:budget].to(torch.long).clone()
+
+    def by_score(keep, k):
+        return torch.sort(s[keep], descending=True, stable=True).indices[:k]  # [k]
+
+    return finite_first(s, budget, by_score, label=label, what="scores")
 
 
 def _select_kcenter(X, budget, generator, centers):

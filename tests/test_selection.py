@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -10,6 +11,10 @@ import torch
 from scipy.stats import chisquare
 
 from alstudy.selection import (
+    NonFiniteScoreWarning,
+    finite_centers,
+    finite_first,
+    finite_rows,
     kcenter_greedy,
     kcenter_greedy_from_sqdist,
     kdpp,
@@ -314,13 +319,43 @@ def test_topk_ties_lower_index_first():
     assert topk(torch.tensor([5, 7, 7, 1]), 3).tolist() == [1, 2, 0]  # int scores
 
 
-def test_topk_nan_warns_and_ranks_last():
-    s = torch.tensor([float("nan"), 1.0, float("inf"), float("nan"), -5.0])
-    with pytest.warns(RuntimeWarning, match="3 of 5 scores are non-finite"):
-        got = topk(s, 5).tolist()
-    assert got == [2, 1, 4, 0, 3]
-    with pytest.warns(RuntimeWarning):
+def test_topk_nonfinite_warns_and_ranks_last():
+    s = torch.tensor([float("nan"), 1.0, float("inf"), float("nan"), -5.0, -float("inf")])
+    with pytest.warns(NonFiniteScoreWarning, match=r"4 of 6 candidates have non-finite scores "
+                                                   r"\(2 NaN, 1 \+inf, 1 -inf\)"):
+        got = topk(s, 6).tolist()
+    assert got == [1, 4, 0, 2, 3, 5]  # finite first, then non-finite in index order
+    with pytest.warns(NonFiniteScoreWarning):
+        assert topk(s, 2).tolist() == [1, 4]
+    with pytest.warns(NonFiniteScoreWarning):
         assert topk(torch.full((4,), float("nan")), 4).tolist() == [0, 1, 2, 3]
+
+
+def test_finite_first_is_the_rule_for_any_selector():
+    X = torch.randn(8, 3, generator=gen(0))
+    X[[1, 5], 2] = float("nan")
+    a = torch.zeros(8, 2)
+    a[6, 0] = float("inf")
+    seen = []
+
+    def select(keep, k):
+        seen.append((keep.tolist(), k))
+        return torch.arange(k).flip(0)  # positions into keep, in reverse
+
+    with pytest.warns(NonFiniteScoreWarning, match="3 of 8 candidates have non-finite rows"):
+        got = finite_first((X, a), 7, select, label="test", what="rows")
+    assert seen == [([0, 2, 3, 4, 7], 5)]
+    assert got.tolist() == [7, 4, 3, 2, 0, 1, 5]  # then the non-finite, lowest index first
+    assert finite_rows(X, a).tolist() == [True, False, True, True, True, False, False, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert finite_first(torch.ones(4), 2, lambda keep, k: torch.arange(k)).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="same number of rows"):
+        finite_first((torch.ones(4), torch.ones(3)), 2, lambda keep, k: torch.arange(k))
+    C = torch.ones(3, 2)
+    C[1, 1] = float("nan")
+    with pytest.warns(NonFiniteScoreWarning, match="1 of 3 labeled examples"):
+        assert finite_centers(C).shape == (2, 2)
 
 
 @pytest.mark.parametrize("seed", range(5))

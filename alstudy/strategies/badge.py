@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import predict
-from ..selection import kmeanspp, kmeanspp_from_sqdist
+from ..selection import finite_first, kmeanspp, kmeanspp_from_sqdist
 from .base import Strategy, boolean, check_budget, choice, integer, register
 
 __all__ = ["last_linear", "gradient_factors", "gradient_embedding", "badge_sqdist_oracle",
@@ -82,7 +82,8 @@ def gradient_factors(model, x: torch.Tensor, batch_size: int = 1024,
 
     Returns:
         ``(a, z)``: ``a = p − e_ŷ`` ``[M, C]`` and ``z`` ``[M, d]`` (``[M, d+1]`` with bias),
-        both float64 on the CPU.
+        both float64 on the CPU; rows of inputs with non-finite outputs or features are
+        non-finite too (the caller ranks them last).
 
     Raises:
         ValueError: If the head's last linear layer does not produce the model output.
@@ -95,7 +96,10 @@ def gradient_factors(model, x: torch.Tensor, batch_size: int = 1024,
 
     def fn(m, b):
         logits = m(b)  # [B, C]
-        if not torch.equal(seen["out"], logits):
+        out = seen["out"]
+        # equal entries, NaN matching NaN: a non-finite output is not a different head
+        if out.shape != logits.shape or not bool(
+                ((out == logits) | (out.isnan() & logits.isnan())).all()):
             raise ValueError("BADGE: the head's last nn.Linear does not produce the model output; "
                              "the last-layer gradient (p - e) ⊗ z does not apply to this head")
         return torch.cat([logits, seen["z"].flatten(1)], 1)  # [B, C + d]
@@ -190,7 +194,10 @@ class BADGE(Strategy):
         model.eval()
         a, z = gradient_factors(model, data.x_train[cands], self.opts["batch_size"],
                                 self.opts["bias"])  # [M, C], [M, d]
-        return cands[self.seed_from_factors(a, z, budget, generator)]
+        # candidates with a non-finite output or feature: warned about, ranked last
+        pick = finite_first((a, z), budget, lambda keep, k: self.seed_from_factors(
+            a[keep], z[keep], k, generator), label=self.label, what="gradient embeddings")
+        return cands[pick]
 
     def seed_from_factors(self, a: torch.Tensor, z: torch.Tensor, budget: int,
                           generator: torch.Generator) -> torch.Tensor:

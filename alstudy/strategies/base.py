@@ -3,7 +3,9 @@
 A strategy turns ``(model, data, pool, budget, generator)`` into the training-set indices to
 label next. Scoring strategies implement :meth:`Strategy.score` (one number per candidate,
 higher = more informative) and inherit ranking by :func:`alstudy.selection.topk`; others
-override :meth:`Strategy.select`.
+override :meth:`Strategy.select`. Candidates with non-finite scores always follow
+:func:`alstudy.selection.finite_first` (a warning, ranked last, never picked while a finite
+candidate remains).
 """
 
 from __future__ import annotations
@@ -155,6 +157,11 @@ class Strategy:
     def validate(self) -> None:
         """Cross-option checks (override); raise ValueError naming the options."""
 
+    @property
+    def label(self) -> str:
+        """How warnings name this strategy, e.g. ``"strategy 'entropy'"``."""
+        return f"strategy {self.name!r}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.opts.items())})"
 
@@ -193,7 +200,7 @@ class Strategy:
         check_budget(budget, cands.numel())
         model.eval()
         scores = self.score(model, data.x_train[cands], generator=generator)  # [M]
-        return cands[topk(scores, budget)]
+        return cands[topk(scores, budget, label=self.label)]
 
     def score(self, model: torch.nn.Module, x: torch.Tensor, *,
               generator: torch.Generator | None = None) -> torch.Tensor:

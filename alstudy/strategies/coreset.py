@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..models import predict
-from ..selection import kcenter_greedy
+from ..selection import finite_centers, finite_first, kcenter_greedy
 from .base import Strategy, check_budget, choice, integer, register
 
 __all__ = ["embed_features", "CoreSet"]
@@ -78,4 +78,8 @@ class CoreSet(Strategy):
             labeled = pool.labeled
             centers = embed_features(model, data.x_train[labeled], bs) if labeled.numel() else \
                 z.new_zeros(0, z.shape[1])  # [L, d]
-        return cands[kcenter_greedy(z, budget, centers=centers)]
+            centers = finite_centers(centers, label=self.label, what="features")
+        # candidates with non-finite features: warned about, ranked last
+        pick = finite_first(z, budget, lambda keep, k: kcenter_greedy(z[keep], k, centers=centers),
+                            label=self.label, what="features")
+        return cands[pick]

@@ -193,11 +193,14 @@ def variation_ratio(probs: torch.Tensor) -> torch.Tensor:
         probs: MC samples ``[T, M, C]``; each pass votes for its arg-max class.
 
     Returns:
-        ``[M]`` scores in ``[0, 1 − 1/C]``, where f_m is the vote count of the modal class.
+        ``[M]`` scores in ``[0, 1 − 1/C]``, where f_m is the vote count of the modal class;
+        NaN for an input with a non-finite probability in any pass (its arg-max vote would
+        be arbitrary, so the score is left for the ranking's non-finite rule).
     """
     T, _, C = probs.shape
     votes = F.one_hot(probs.argmax(-1), C).sum(0)  # [M, C]
-    return 1.0 - votes.max(-1).values.double() / T
+    bad = ~torch.isfinite(probs).all(-1).all(0)  # [M]
+    return (1.0 - votes.max(-1).values.double() / T).masked_fill(bad, float("nan"))
 
 
 class _MCDropoutScore(Strategy):

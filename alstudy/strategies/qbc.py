@@ -57,11 +57,13 @@ def vote_entropy(probs: torch.Tensor) -> torch.Tensor:
         probs: Committee outputs ``[M, N, C]``; each member votes for its arg-max class.
 
     Returns:
-        ``[N]`` vote entropies in nats (0 = unanimous).
+        ``[N]`` vote entropies in nats (0 = unanimous); NaN for an input on which any member
+        has a non-finite probability (its vote would be arbitrary).
     """
     M, _, C = probs.shape
     votes = F.one_hot(probs.argmax(-1), C).sum(0).double()  # [N, C]
-    return entropy(votes / M)
+    bad = ~torch.isfinite(probs).all(-1).all(0)  # [N]
+    return entropy(votes / M).masked_fill(bad, float("nan"))
 
 
 def consensus_kl(probs: torch.Tensor) -> torch.Tensor:
@@ -171,4 +173,4 @@ class QBC(Strategy):
         check_budget(budget, cands.numel())
         members = self.train_committee(data, labeled, generator, context)
         probs = committee_probs(members, data.x_train[cands], self.opts["batch_size"])  # [M, K, C]
-        return cands[topk(self.disagreement(probs), budget)]
+        return cands[topk(self.disagreement(probs), budget, label=self.label)]

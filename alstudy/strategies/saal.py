@@ -45,7 +45,7 @@ from torch import nn
 
 from ..models import predict
 from ..persample import METHODS, PERTURBATIONS, PerturbedLosses, perturbed_losses
-from ..selection import kmeanspp, kmeanspp_from_sqdist, topk
+from ..selection import finite_first, kmeanspp, kmeanspp_from_sqdist, topk
 from .base import (Strategy, candidates_option, check_budget, choice, integer, number,
                    register)
 
@@ -205,12 +205,18 @@ class SAAL(Strategy):
         x = data.x_train[cands]
         scores, details = saal_scores(model, x, return_details=True, **self._score_kwargs())  # [M]
         diversity = self.opts["diversity"]
+        # non-finite scores (a NaN loss): warned about, ranked last (selection.finite_first)
         if diversity == "none":
-            pick = topk(scores, budget)
+            pick = topk(scores, budget, label=self.label)
         elif diversity == "kmeans_scores":
-            pick = kmeanspp(scores.double().nan_to_num(0.0)[:, None], budget, generator,
-                            first="max_norm")  # [budget]
+            s = scores.double()  # [M]
+            pick = finite_first(s, budget, lambda keep, k: kmeanspp(
+                s[keep][:, None], k, generator, first="max_norm"), label=self.label)  # [budget]
         else:
             delta, z = gradient_embedding_factors(model, x, details.labels)
-            pick = _kmeanspp_scaled_embeddings(delta, z, scores, budget, generator)
+            pick = finite_first(
+                (scores, delta, z), budget,
+                lambda keep, k: _kmeanspp_scaled_embeddings(delta[keep], z[keep], scores[keep],
+                                                            k, generator),
+                label=self.label, what="scores or gradient embeddings")
         return cands[pick]

@@ -328,4 +328,4 @@ class VAAL(Strategy):
         check_budget(budget, cands.numel())
         device = context.device if context is not None else model_device(model)
         self.train_networks(data, labeled, unlabeled, generator, device)
-        return cands[topk(self.score(model, data.x_train[cands]), budget)]
+        return cands[topk(self.score(model, data.x_train[cands]), budget, label=self.label)]
