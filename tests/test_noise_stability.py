@@ -324,26 +324,68 @@ def test_select_matches_reference_selection(digits_setup, name, opts):
     unl, lab = pool.unlabeled, pool.labeled
     if strat.opts["selector"] in ("kmeanspp", "kdpp"):
         return
-    xs = ds.x_train[unl] if "kcenter_start" not in opts else torch.cat([ds.x_train[unl],
-                                                                        ds.x_train[lab]])
+    labeled_start = strat.opts["kcenter_start"] == "labeled"
+    xs = torch.cat([ds.x_train[unl], ds.x_train[lab]]) if labeled_start else ds.x_train[unl]
     emb = noise_stability_embedding(model, xs, K=3, output="probs", generator=gen(11)).double()
     if strat.opts["unit_length"]:
         emb = emb / emb.norm(dim=1, keepdim=True)
     M = unl.numel()
     if strat.opts["selector"] == "topk_norm":
         ref = torch.argsort(emb.norm(dim=1), descending=True)[:12].tolist()
-    elif strat.opts["unit_length"]:  # unit rows: many near-ties, so check the greedy rule
-        X = emb[:M].numpy()  # itself: every pick is (up to rounding) a farthest point
-        pos = [int((unl == i).nonzero()) for i in picks]
-        mind = np.sqrt((X**2).sum(1))  # the origin is the initial centre (distance 1)
-        for t, i in enumerate(pos):
-            free = np.setdiff1d(np.arange(M), pos[:t])
-            assert mind[i] >= mind[free].max() - 1e-5
-            mind = np.minimum(mind, np.sqrt(((X - X[i]) ** 2).sum(1)))
-        return
     else:
-        ref = ref_kcenter(emb[:M], 12, emb[M:] if "kcenter_start" in opts else None)
+        ref = ref_kcenter(emb[:M], 12, emb[M:] if labeled_start else None)
     assert picks.tolist() == unl[ref].tolist()
+
+
+def farthest_first_loops(X, centres, budget):
+    """Gonzalez farthest-first as a plain double loop in float64 numpy: every pick is the
+    point whose distance to its nearest centre is largest (first such point on ties)."""
+    X = np.asarray(X, dtype=np.float64)
+    centres = [np.asarray(c, dtype=np.float64) for c in centres]
+    picks = []
+    for _ in range(budget):
+        best, best_d = None, -1.0
+        for i in range(len(X)):
+            if i in picks:
+                continue
+            d = min(math.sqrt(float(((X[i] - c) ** 2).sum())) for c in centres)
+            if d > best_d:
+                best, best_d = i, d
+        picks.append(best)
+        centres.append(X[best])
+    return picks
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_ns_d_starts_from_the_labeled_set_and_matches_brute_force(digits_setup, variant):
+    ds, model, pool = digits_setup
+    strat = strategies.build("noise_stability_d", K=30, candidates="all", variant=variant)
+    picks = strat.select(model, ds, pool, 12, gen(5))
+    unl, lab = pool.unlabeled, pool.labeled
+    emb = strat.embedding(model, torch.cat([ds.x_train[unl], ds.x_train[lab]]), gen(5),
+                          ds.task).double()  # the same noise draws as select()
+    emb = emb / emb.norm(dim=1, keepdim=True)  # [M + L, K*C], unit rows
+    M = unl.numel()
+    ref = farthest_first_loops(emb[:M].numpy(), emb[M:].numpy(), 12)
+    assert picks.tolist() == unl[ref].tolist()
+    assert strat.opts["kcenter_start"] == "labeled"  # the stated default, in both variants
+
+
+def test_ns_d_without_labeled_examples_starts_at_the_first_candidate(digits_setup):
+    ds, model, _ = digits_setup
+    pool = Pool(ds.n_train)  # nothing labeled yet
+    strat = strategies.build("noise_stability_d", K=3, candidates="all")
+    picks = strat.select(model, ds, pool, 5, gen(2))
+    emb = strat.embedding(model, ds.x_train, gen(2), ds.task).double()
+    emb = emb / emb.norm(dim=1, keepdim=True)
+    assert picks.tolist() == [0] + farthest_first_loops(emb.numpy(), [emb[0].numpy()], 4)
+
+
+def test_origin_start_on_unit_rows_warns():
+    with pytest.warns(UserWarning, match="origin.*unit"):
+        strategies.build("noise_stability_d", kcenter_start="origin")
+    with pytest.warns(UserWarning, match="origin.*unit"):
+        strategies.build("noise_stability", unit_length=True)
 
 
 def test_select_errors_and_seeds(digits_setup):

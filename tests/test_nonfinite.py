@@ -17,6 +17,7 @@ from alstudy.pool import Pool
 from alstudy.strategies import SelectionContext, build
 from alstudy.strategies.badge import gradient_factors
 from alstudy.strategies.mc_dropout import variation_ratio
+from alstudy.strategies.noise_stability import noise_stability_embedding
 from alstudy.strategies.qbc import vote_entropy
 from alstudy.strategies.saal import saal_scores
 from alstudy.train import TrainConfig
@@ -57,6 +58,10 @@ STRATEGIES = [
     ("saal", {}), ("saal", {"method": "functorch"}),
     ("saal", {"variant": "official"}), ("saal", {"variant": "official", "method": "functorch"}),
     ("saal", {"diversity": "kmeans_gradients"}),
+    ("noise_stability", {"K": 2}), ("noise_stability", {"K": 2, "kcenter_start": "labeled"}),
+    ("noise_stability_m", {"K": 2}), ("noise_stability_d", {"K": 2}),
+    ("noise_stability", {"K": 2, "selector": "kmeanspp"}),
+    ("noise_stability", {"K": 6, "selector": "kdpp"}),  # rank K*(C-1) >= the 36 finite rows
 ]
 
 
@@ -117,3 +122,18 @@ def test_badge_names_nonfinite_outputs_not_a_wrong_head(setup):
     a, z = gradient_factors(model, data.x_train[:N_CAND])  # no error about the head
     bad = ~torch.isfinite(a).all(1)
     assert bad.nonzero()[:, 0].tolist() == BAD
+
+
+def test_noise_stability_names_nonfinite_parameters():
+    model = tiny_cnn().eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        model.conv[0].weight[0, 0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="non-finite") as err:
+        noise_stability_embedding(model, x, K=1)
+    assert "zero norm" not in str(err.value)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    with pytest.raises(ValueError, match="zero norm"):
+        noise_stability_embedding(model, x, K=1)

@@ -15,7 +15,10 @@ and its direction diversity (Eq 7, 8).
 :func:`noise_stability_embedding` computes ``Δẑ`` (usable without a strategy, e.g. by the
 theory checks); :class:`NoiseStability` ranks with it. Two ablations of the paper are
 registered as subclasses: ``noise_stability_m`` (NS-M, the top-b magnitudes ``‖Δẑ(x)‖``) and
-``noise_stability_d`` (NS-D, rows scaled to unit length before k-center).
+``noise_stability_d`` (NS-D, rows scaled to unit length before k-center). NS-D starts k-center
+from the labeled examples' unit Δẑ (``kcenter_start: labeled``, its default in both variants):
+from the origin every unit row is at distance 1, so the first pick and later ties would be
+decided by float rounding.
 
 Paper vs the authors' code (``variant="official"`` sets the right column at once):
 
@@ -32,7 +35,8 @@ option             paper (default)                         official code
                    feature for regression
 ``row_norm``       ``none``                                 ``clean_output``: each row divided
                                                            by ‖clean output row‖
-``selector``       ``kcenter`` from the origin             ``kcenter`` from the origin
+``selector``       ``kcenter`` from the origin (NS-D:       ``kcenter`` from the origin
+                   from the labeled set)
 ``candidates``     the whole pool (the run's setting)      1,000 random unlabeled per cycle
                                                            (the authors' MNIST setting)
 =================  ======================================  =====================================
@@ -225,7 +229,7 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
 
     Raises:
         ValueError: An option outside its allowed range (the message names it), an empty
-            ``x``, or perturbed parameters of zero norm (Eq 1 divides by ζ‖θ‖₂).
+            ``x``, or perturbed parameters of zero or non-finite norm (Eq 1 divides by ζ‖θ‖₂).
     """
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"option 'K' = {K!r} is invalid; allowed: integer in [1, inf]")
@@ -245,6 +249,10 @@ def noise_stability_embedding(model: nn.Module, x: torch.Tensor, *, K: int = 30,
     params = perturbed_parameters(model, perturb, include_bias)
     n = sum(p.numel() for p in params.values())
     theta_norm = math.sqrt(sum(float(p.detach().double().square().sum()) for p in params.values()))
+    if not math.isfinite(theta_norm):
+        n_bad = sum(int((~torch.isfinite(p.detach())).sum()) for p in params.values())
+        raise ValueError(f"the perturbed parameters contain {n_bad} non-finite values (NaN/inf), "
+                         f"so ||theta|| = {theta_norm}; Eq 1 needs a finite zeta*||theta|| > 0")
     if not theta_norm > 0:
         raise ValueError("the perturbed parameters have zero norm; Eq 1 divides by zeta*||theta||")
     if generator is None:
@@ -389,11 +397,16 @@ class NoiseStability(Strategy):
         selector: ``kcenter`` (Gonzalez greedy), ``kmeanspp`` (D² seeding), ``kdpp`` (linear
             kernel), or ``topk_norm`` (the ``budget`` largest ‖Δẑ(x)‖, NS-M).
         kcenter_start: ``origin`` (first pick = largest deviation; labeled set unused, as in
-            Algorithm 1 and the authors' code) or ``labeled`` (the labeled examples' Δẑ, under
-            the same noise, are the initial centres, as in Core-Set).
+            Algorithm 1 and the authors' code; the default) or ``labeled`` (the labeled
+            examples' Δẑ, under the same noise, are the initial centres, as in Core-Set; with
+            no labeled example yet the first pick is the first candidate; NS-D's default).
         batch_size: Inference batch size.
         candidates: Size of the random unlabeled subset scored per cycle.
         variant: ``paper`` | ``official`` (presets the authors' choices; explicit options win).
+
+    Candidates whose Δẑ is not finite (a NaN model output) are ranked last with a warning
+    (:func:`alstudy.selection.finite_first`); labeled examples with a non-finite Δẑ are not
+    used as centres.
     """
 
     name = "noise_stability"
@@ -417,10 +430,17 @@ class NoiseStability(Strategy):
     variants = {"official": dict(_OFFICIAL)}
 
     def validate(self) -> None:
-        """Reject ``kcenter_start="labeled"`` with a selector other than ``kcenter``."""
-        if self.opts["kcenter_start"] == "labeled" and self.opts["selector"] != "kcenter":
+        """Reject ``kcenter_start="labeled"`` with a selector other than ``kcenter``; warn about
+        the origin start on unit-length rows (every row is then at distance 1 from it)."""
+        o = self.opts
+        if o["kcenter_start"] == "labeled" and o["selector"] != "kcenter":
             raise ValueError(f"strategy {self.name!r}: option 'kcenter_start' = 'labeled' needs "
-                             f"option 'selector' = 'kcenter', got {self.opts['selector']!r}")
+                             f"option 'selector' = 'kcenter', got {o['selector']!r}")
+        if o["kcenter_start"] == "origin" and o["selector"] == "kcenter" and o["unit_length"]:
+            warnings.warn(f"strategy {self.name!r}: kcenter_start = 'origin' with unit_length = "
+                          "true: every unit row is at distance 1 from the origin, so float "
+                          "rounding decides the first pick and later ties; use kcenter_start = "
+                          "'labeled'", UserWarning, stacklevel=3)
 
     def embedding(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None,
                   task: str | None = None) -> torch.Tensor:
@@ -487,21 +507,29 @@ class NoiseStability(Strategy):
         if budget == 0:
             return torch.empty(0, dtype=torch.long)
         labeled = pool.labeled
-        with_centres = self.opts["kcenter_start"] == "labeled" and labeled.numel() > 0
+        from_labeled = self.opts["kcenter_start"] == "labeled"
         x = data.x_train[cands]  # [M, ...]
-        if with_centres:  # the same noise draws for candidates and labeled examples
+        if from_labeled:  # the same noise draws for candidates and labeled examples
             x = torch.cat([x, data.x_train[labeled]])  # [M + L, ...]
         emb = self._prepare(self.embedding(model, x, generator, data.task))  # [M(+L), K*d]
         M = cands.numel()
-        X, centres = emb[:M], (emb[M:] if with_centres else None)
+        X = emb[:M]  # [M, K*d]
+        # [L, K*d] labeled centres ([0, K*d] when none: the first pick is then candidate 0)
+        centres = selection.finite_centers(emb[M:], label=self.label, what="Δẑ") \
+            if from_labeled else None
         sel = self.opts["selector"]
-        if sel == "topk_norm":
-            picks = selection.topk(X.norm(dim=1), budget)
-        elif sel == "kcenter":
-            picks = selection.kcenter_greedy(X, budget, centers=centres)
-        else:
-            picks = selection.select_subset(sel, X, budget, generator)
-        return cands[picks]
+
+        def pick(keep: torch.Tensor, k: int) -> torch.Tensor:
+            Xk = X[keep]  # [F, K*d], finite rows only
+            if sel == "topk_norm":
+                return selection.topk(Xk.norm(dim=1), k, label=self.label)
+            if sel == "kcenter":
+                return selection.kcenter_greedy(Xk, k, centers=centres)
+            return selection.select_subset(sel, Xk, k, generator)
+
+        # candidates with a non-finite Δẑ: warned about, ranked last
+        return cands[selection.finite_first(X, budget, pick, label=self.label,
+                                            what="noise-deviation vectors Δẑ")]
 
 
 @register
@@ -516,9 +544,19 @@ class NoiseStabilityMagnitude(NoiseStability):
 
 @register
 class NoiseStabilityDirection(NoiseStability):
-    """NS-D (the paper's ablation): Δẑ rows scaled to unit length, then greedy k-center."""
+    """NS-D (the paper's ablation): Δẑ rows scaled to unit length, then greedy k-center.
+
+    k-center starts from the labeled examples' unit Δẑ (``kcenter_start: labeled``, the
+    default in both variants): the paper's k-center covers the unlabeled pool given what is
+    already labeled, and the origin start is degenerate on unit rows (all at distance 1).
+    """
 
     name = "noise_stability_d"
     options = {**NoiseStability.options,
-               "unit_length": boolean(True, "scale rows to unit length before selection")}
-    variants = {"official": {k: v for k, v in _OFFICIAL.items() if k != "unit_length"}}
+               "unit_length": boolean(True, "scale rows to unit length before selection"),
+               "kcenter_start": choice("labeled", KCENTER_STARTS,
+                                       "k-center initial centres (labeled: the labeled "
+                                       "examples' unit Δẑ; origin is degenerate on unit rows)")}
+    # 'official' presets the authors' NS choices except the start, which stays 'labeled'
+    variants = {"official": {k: v for k, v in _OFFICIAL.items()
+                             if k not in ("unit_length", "kcenter_start")}}
