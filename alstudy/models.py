@@ -63,14 +63,16 @@ def _dropout(p: float) -> nn.Module:
 class SmallCNN(ALModel):
     """The NoiseStability paper's MNIST CNN (its Table 1), input size generalised.
 
-    conv(1→32, k5) → maxpool 2 → ReLU → conv(32→64, k5) → maxpool 2 → ReLU → fc(·→128) → ReLU
-    is f; an optional dropout and fc(128→C) is g. For 28×28 inputs the flattened size is
-    64·4·4 = 1024 as in the paper. Inputs smaller than 16×16 (e.g. 8×8 digits) get
-    "same" padding so that both 5×5 convolutions fit.
+    conv(1→32, k5) → maxpool 2 → ReLU → conv(32→64, k5) → maxpool 2 → ReLU → fc(·→128) is f;
+    an optional dropout and fc(128→C) is g. As in Table 1 (and the authors' ``SmallNet``)
+    there is no activation between the two linear layers; ``hidden_relu=True`` adds a ReLU
+    after fc(·→128) (the layout of the package's earlier runs). For 28×28 inputs the
+    flattened size is 64·4·4 = 1024 as in the paper. Inputs smaller than 16×16 (e.g. 8×8
+    digits) get "same" padding so that both 5×5 convolutions fit.
     """
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, width: int = 32,
-                 hidden: int = 128, dropout: float = 0.0):
+                 hidden: int = 128, dropout: float = 0.0, hidden_relu: bool = False):
         super().__init__()
         c, h, w = input_shape
         pad = 0 if min(h, w) >= 16 else 2
@@ -80,7 +82,8 @@ class SmallCNN(ALModel):
         )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, c, h, w)).numel()
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden),
+                                *([nn.ReLU()] if hidden_relu else []))
         self.head = nn.Sequential(_dropout(dropout), nn.Linear(hidden, num_outputs))
         self._feature_dim = hidden
 

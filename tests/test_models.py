@@ -41,6 +41,66 @@ def test_small_cnn_matches_paper_table1():
     assert linears[-1] is model.head[-1]
 
 
+# NoiseStability, Appendix A.3, Table 1 "The network architecture for MNIST classification":
+# layer, number of channels, spatial size (the two Linear rows give in/out features)
+TABLE_1 = [
+    ("Conv2d", (1, 32, 5), 32, (24, 24)),
+    ("MaxPool2d", None, 32, (12, 12)),
+    ("ReLU", None, 32, (12, 12)),
+    ("Conv2d", (32, 64, 5), 64, (8, 8)),
+    ("MaxPool2d", None, 64, (4, 4)),
+    ("ReLU", None, 64, (4, 4)),
+    ("Linear", (1024, 128), 128, ()),
+    ("Linear", (128, 10), 10, ()),
+]
+
+
+def executed_layers(model, x):
+    """(layer, arguments, channels, spatial size) of every leaf module a forward pass runs, in
+    order; reshapes (Flatten) and no-ops (Identity, Dropout) are left out as in Table 1."""
+    rows, handles = [], []
+
+    def hook(m, inputs, out):
+        if isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
+            return
+        args = None
+        if isinstance(m, nn.Conv2d):
+            args = (m.in_channels, m.out_channels, m.kernel_size[0])
+        elif isinstance(m, nn.Linear):
+            args = (m.in_features, m.out_features)
+        rows.append((type(m).__name__, args, out.shape[1], tuple(out.shape[2:])))
+
+    for m in model.modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def test_small_cnn_layer_sequence_is_paper_table1():
+    model = models.build("small_cnn", (1, 28, 28), 10).eval()
+    assert executed_layers(model, torch.randn(2, 1, 28, 28)) == TABLE_1
+    # f ends at Linear(1024, 128) itself: the features are not rectified
+    torch.manual_seed(0)
+    z = model.features(torch.randn(16, 1, 28, 28))
+    assert z.shape == (16, 128) and bool((z < 0).any())
+    assert executed_layers(models.build("small_cnn", (1, 28, 28), 10, dropout=0.5).eval(),
+                           torch.randn(2, 1, 28, 28)) == TABLE_1
+
+
+def test_small_cnn_hidden_relu_is_an_explicit_option():
+    assert models.model_options("small_cnn")["hidden_relu"] is False
+    model = models.build("small_cnn", (1, 28, 28), 10, hidden_relu=True).eval()
+    rows = executed_layers(model, torch.randn(2, 1, 28, 28))
+    assert rows == TABLE_1[:7] + [("ReLU", None, 128, ())] + TABLE_1[7:]
+    assert bool((model.features(torch.randn(8, 1, 28, 28)) >= 0).all())
+
+
 def test_feature_parameters_exclude_head():
     model = models.build("small_cnn", (1, 28, 28), 10)
     feats = models.feature_parameters(model)
