@@ -113,6 +113,9 @@ def _clean(value: Any) -> Any:
 def preset_of(notebook: str, params: Mapping[str, Any], grid_keys: Sequence[str] = ()) -> str | None:
     """The preset of ``notebook`` whose every semantic key equals the run's parameters.
 
+    A run of a subset of the preset's seeds (a campaign filling in unit by unit) is that preset:
+    its records carry the n it has.
+
     Args:
         notebook: Notebook name.
         params: The run's (notebook-level) parameters.
@@ -124,10 +127,18 @@ def preset_of(notebook: str, params: Mapping[str, Any], grid_keys: Sequence[str]
     folder = repo_root() / "params"
     for path in sorted(folder.glob(f"{notebook}.*.yaml")):
         preset = yaml.safe_load(path.read_text()) or {}
-        keys = [k for k in preset if k not in _NOT_SEMANTIC and k not in grid_keys]
-        if all(_same(preset[k], params.get(k)) for k in keys):
+        keys = [k for k in preset if k not in _NOT_SEMANTIC and k not in grid_keys and k != "seeds"]
+        seeds_ok = "seeds" not in preset or "seeds" in grid_keys or _seeds_within(params.get("seeds"), preset["seeds"])
+        if seeds_ok and all(_same(preset[k], params.get(k)) for k in keys):
             return path.name[len(notebook) + 1 : -len(".yaml")]
     return None
+
+
+def _seeds_within(run: Any, preset: Any) -> bool:
+    """A run of some of a preset's seeds is that preset, partly done (its records give n)."""
+    if not isinstance(run, (list, tuple)) or not isinstance(preset, (list, tuple)) or not run:
+        return False
+    return {int(s) for s in run} <= {int(s) for s in preset}
 
 
 def _same(a: Any, b: Any) -> bool:
