@@ -299,4 +299,4 @@ def test_threshold_headline_names_the_claims_comparison():
     assert "(needs ≥ 1)" in verdicts.check_threshold([1.0], ge)["headline"]
     assert verdicts.check_threshold([1.0], ge)["verdict"] == "reproduced"
     assert "(needs ≤ 0)" in verdicts.check_threshold([0.0], le)["headline"]
-    assert "(> 0)" in verdicts.check_threshold([0.2, 0.3], claims.Threshold(op="gt", value=0.0))["headline"]
+    assert "(needs > 0)" in verdicts.check_threshold([0.2, 0.3], claims.Threshold(op="gt", value=0.0))["headline"]
