@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.alstudy-installed
-EXTRAS ?= notebooks,test,dask,text
+EXTRAS ?= notebooks,test,dask,text,lab
+# JupyterLab refuses to run as root without --allow-root (containers, CI machines)
+LAB_FLAGS := --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup data study test lab figures
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# the CPU build of torch first, so nothing else can pull a CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
@@ -31,6 +33,5 @@ study: setup  ## the main job: quickstart study on the embedded MNIST digits -> 
 test: setup  ## the whole test suite, notebooks included
 	$(BIN)/python -m pytest
 
-lab: setup  ## JupyterLab on the project's environment
-	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[lab]"
-	$(BIN)/jupyter lab notebooks/
+lab: setup  ## JupyterLab on the project's environment (installed by setup; as root too)
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/

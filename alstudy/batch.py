@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-import yaml
 from tqdm import tqdm
 
 from . import params as params_mod
@@ -82,7 +81,7 @@ def load_spec(path: str | Path, results_dir: str | None = None) -> BatchSpec:
         alstudy.params.ParamError: Unknown keys, an empty grid axis or a missing preset.
     """
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = params_mod.read_yaml(path, what="batch file")
     unknown = sorted(set(raw) - _SPEC_KEYS)
     if unknown:
         raise params_mod.ParamError(f"{path}: unknown batch key(s) {unknown}; allowed: {sorted(_SPEC_KEYS)}")
@@ -91,7 +90,10 @@ def load_spec(path: str | Path, results_dir: str | None = None) -> BatchSpec:
         preset = Path(raw["preset"])
         if not preset.exists():
             raise params_mod.ParamError(f"{path}: preset {str(preset)!r} does not exist")
-        base.update(yaml.safe_load(preset.read_text()) or {})
+        base.update(params_mod.read_yaml(preset))
+    for key in ("params", "grid"):
+        if not isinstance(raw.get(key) or {}, dict):
+            raise params_mod.ParamError(f"{path}: {key!r} must be a mapping of key: value")
     base.update(raw.get("params") or {})
     experiment = raw.get("experiment") or raw.get("notebook") or base.get("experiment") or path.stem
     base["experiment"] = experiment

@@ -13,25 +13,48 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from . import params as params_mod
 
 
 def _overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
     """``-p KEY VALUE`` pairs as a dict, each value parsed as YAML (``-p seeds "[0, 1]"``)."""
-    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
+    return {key: params_mod.parse_value(key, value) for key, value in (pairs or [])}
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
     """Execute a notebook with papermill into its results folder."""
     from . import notebooks
 
+    if args.help:
+        print(args.parser.format_help())
+        if args.name:
+            print(notebooks.describe(notebooks.path_of(args.name)))
+        return 0
+    if not args.name:
+        raise params_mod.ParamError("give a notebook name, e.g. alstudy notebook quickstart; "
+                                    "alstudy notebook NAME --help lists its parameters")
+    try:
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError:
+        raise params_mod.ParamError("alstudy notebook needs papermill: pip install -e '.[notebooks]'") from None
     given: dict[str, Any] = {}
     for preset in args.file or []:
-        given.update(yaml.safe_load(Path(preset).read_text()) or {})
+        given.update(params_mod.read_yaml(preset))
     given.update(_overrides(args.param))
-    output = notebooks.execute(args.name, given, kernel=args.kernel, progress=not args.quiet)
+    path = notebooks.path_of(args.name)
+    try:
+        output = notebooks.execute(args.name, given, kernel=args.kernel, progress=not args.quiet)
+    except PapermillExecutionError as err:
+        # papermill's message is the whole traceback; the kernel's last line names the cause
+        executed = notebooks.run_dir(path, given) / path.name
+        print(f"alstudy: error: notebook {args.name!r} failed in cell {err.exec_count}: {err.ename}: "
+              f"{_first_line(err.evalue)} (traceback in {executed})", file=sys.stderr)
+        return 1
     print(output)
     return 0
 
@@ -69,6 +92,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """Rebuild an experiment's combined CSV from its finished run folders."""
     from . import batch
 
+    folder = Path(args.experiment_dir)
+    if not folder.is_dir():
+        raise params_mod.ParamError(f"experiment folder {str(folder)!r} does not exist")
+    if not any(folder.glob("*/metrics.csv")):
+        raise params_mod.ParamError(f"experiment folder {str(folder)!r} holds no run folders "
+                                    "(<run>/metrics.csv); nothing to collect")
     frame = batch.collect(args.experiment_dir)
     print(f"{len(frame)} rows -> {Path(args.experiment_dir) / 'metrics.csv'}", file=sys.stderr)
     return 0
@@ -79,6 +108,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from . import notebooks
 
     given = {"results_dir": args.results_dir} if args.results_dir else {}
+    folder = Path(args.results_dir or params_mod.SCHEMA["results_dir"].default)
+    if not folder.is_dir():
+        raise params_mod.ParamError(f"results folder {str(folder)!r} does not exist")
     print(notebooks.execute("figures", given, progress=not args.quiet))
     return 0
 
@@ -136,6 +168,16 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``alstudy`` argument parser."""
     parser = argparse.ArgumentParser(prog="alstudy", description=__doc__.split("\n")[0])
@@ -147,17 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one parameter (value parsed as YAML)")
     run.set_defaults(func=cmd_run)
 
-    nb = sub.add_parser("notebook", help="execute a notebook with papermill into results/")
-    nb.add_argument("name", help="notebook name (e.g. quickstart) or path")
+    nb = sub.add_parser("notebook", help="execute a notebook with papermill into results/",
+                        add_help=False)
+    nb.add_argument("-h", "--help", action="store_true",
+                    help="show this help and, with NAME, the notebook's parameters")
+    nb.add_argument("name", nargs="?", help="notebook name (e.g. quickstart) or path")
     nb.add_argument("-f", "--file", action="append", help="YAML preset of parameters")
-    nb.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    nb.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="override one parameter (value parsed as YAML)")
     nb.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     nb.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    nb.set_defaults(func=cmd_notebook)
+    nb.set_defaults(func=cmd_notebook, parser=nb)
 
     bt = sub.add_parser("batch", help="run a grid of units (papermill or loop) locally or on Dask")
     bt.add_argument("spec", help="batch file, e.g. params/batch/ns_ablation_k.cpu.yaml")
-    bt.add_argument("--jobs", type=int, default=None, help="parallel units (default: CPU cores)")
+    bt.add_argument("--jobs", type=_positive_int, default=None,
+                    help="parallel units, >= 1 (default: CPU cores)")
     bt.add_argument("--backend", choices=["local", "dask"], default="local")
     bt.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     bt.add_argument("--fail-fast", action="store_true", help="stop after the first failed unit")
@@ -203,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (params_mod.ParamError, DatasetUnavailable) as err:
         print(f"alstudy: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an unwritable results folder: the message names the path
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"alstudy: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

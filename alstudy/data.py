@@ -35,6 +35,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "DatasetUnavailable",
+    "DatasetCorrupt",
     "DATASETS",
     "available",
     "load",
@@ -45,6 +46,10 @@ __all__ = [
 
 class DatasetUnavailable(RuntimeError):
     """Raised when a dataset's files are not on this machine; the message says how to get them."""
+
+
+class DatasetCorrupt(DatasetUnavailable):
+    """Raised when a dataset file is there but unreadable (truncated, corrupted, wrong format)."""
 
 
 @dataclass
@@ -143,15 +148,21 @@ def _stratified_split(y: np.ndarray, test_size: int, seed: int) -> tuple[np.ndar
 def _read_idx(path: Path) -> np.ndarray:
     """Read one (optionally gzipped) idx file as used by MNIST and Fashion-MNIST."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as err:  # e.g. a truncated or damaged gzip stream
+        raise DatasetCorrupt(f"{path} is corrupt ({type(err).__name__}: {err})") from None
+    if len(data) < 4:
+        raise DatasetCorrupt(f"{path} is corrupt: {len(data)} bytes, shorter than an idx header")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file (magic {data[:4]!r})")
+    if zero != 0 or dtype_code != 0x08 or len(data) < 4 + 4 * ndim:
+        raise DatasetCorrupt(f"{path} is corrupt: not an unsigned-byte idx file (magic {data[:4]!r})")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {int(np.prod(shape))} bytes of data, found {arr.size}")
+        raise DatasetCorrupt(f"{path} is corrupt (truncated?): expected {int(np.prod(shape))} "
+                             f"bytes of data, found {arr.size}")
     return arr.reshape(shape)
 
 
@@ -277,20 +288,44 @@ def _cifar_folder(root: Path | None, folder_name: str) -> Path | None:
     return None
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+def _require(folder: Path, names: list[str]) -> None:
+    """Raise :class:`DatasetUnavailable` naming the files of ``names`` missing from ``folder``."""
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DatasetUnavailable(f"{folder} lacks {', '.join(missing)} (expected {', '.join(names)})")
+
+
+def _unpickle(path: Path, labels_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 3, 32, 32]`` uint8 and labels ``[N]`` of one CIFAR python batch file.
+
+    Raises:
+        DatasetCorrupt: The file does not unpickle (truncated, damaged) or lacks the CIFAR keys.
+    """
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+    except Exception as err:  # noqa: BLE001 - a damaged pickle can raise almost anything
+        raise DatasetCorrupt(f"{path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or labels_key not in batch:
+        raise DatasetCorrupt(f"{path} is corrupt: not a CIFAR python batch (no b'data' and "
+                             f"{labels_key!r} entries)")
+    x, y = np.asarray(batch[b"data"]), np.asarray(batch[labels_key])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
+        raise DatasetCorrupt(f"{path} is corrupt: data {x.dtype} {x.shape} and {y.shape[0] if y.ndim else 0} "
+                             "labels, expected uint8 [N, 3072] and N labels")
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def _load_cifar10(root: Path | None, seed: int) -> Dataset:
     folder = _cifar_folder(root, "cifar-10-batches-py")
     if folder is None:
         raise DatasetUnavailable("cifar10")
-    batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test = _unpickle(folder / "test_batch")
-    xtr = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-    ytr = np.concatenate([b[b"labels"] for b in batches]).astype(np.int64)
-    xte, yte = test[b"data"].reshape(-1, 3, 32, 32), np.asarray(test[b"labels"], np.int64)
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    _require(folder, [*names, "test_batch"])
+    batches = [_unpickle(folder / name, b"labels") for name in names]
+    xtr = np.concatenate([b[0] for b in batches])
+    ytr = np.concatenate([b[1] for b in batches])
+    xte, yte = _unpickle(folder / "test_batch", b"labels")
     xtr_t, xte_t, meta = _normalise_images(xtr, xte)
     return Dataset("cifar10", "classification", xtr_t, torch.from_numpy(ytr), xte_t,
                    torch.from_numpy(yte), 10, str(folder), meta)
@@ -300,10 +335,9 @@ def _load_cifar100(root: Path | None, seed: int) -> Dataset:
     folder = _cifar_folder(root, "cifar-100-python")
     if folder is None:
         raise DatasetUnavailable("cifar100")
-    train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
-    xtr, xte = train[b"data"].reshape(-1, 3, 32, 32), test[b"data"].reshape(-1, 3, 32, 32)
-    ytr = np.asarray(train[b"fine_labels"], np.int64)
-    yte = np.asarray(test[b"fine_labels"], np.int64)
+    _require(folder, ["train", "test"])
+    xtr, ytr = _unpickle(folder / "train", b"fine_labels")
+    xte, yte = _unpickle(folder / "test", b"fine_labels")
     xtr_t, xte_t, meta = _normalise_images(xtr, xte)
     return Dataset("cifar100", "classification", xtr_t, torch.from_numpy(ytr), xte_t,
                    torch.from_numpy(yte), 100, str(folder), meta)
@@ -325,9 +359,17 @@ def _load_svhn(root: Path | None, seed: int) -> Dataset:
         raise DatasetUnavailable("svhn")
 
     def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-        mat = loadmat(folder / f"{split}_32x32.mat")
-        x = np.transpose(mat["X"], (3, 2, 0, 1))  # [32, 32, 3, N] -> [N, 3, 32, 32]
-        y = mat["y"].reshape(-1).astype(np.int64)
+        path = folder / f"{split}_32x32.mat"
+        try:
+            mat = loadmat(path)
+        except Exception as err:  # noqa: BLE001 - scipy raises several types for damaged files
+            raise DatasetCorrupt(f"{path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+        x, y = mat.get("X"), mat.get("y")
+        if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
+            raise DatasetCorrupt(f"{path} is corrupt: expected 'X' [32, 32, 3, N] and N labels 'y' "
+                                 "(SVHN format 2)")
+        x = np.transpose(x, (3, 2, 0, 1))  # [32, 32, 3, N] -> [N, 3, 32, 32]
+        y = y.reshape(-1).astype(np.int64)
         y[y == 10] = 0  # the .mat files label the digit 0 as 10
         return x, y
 
@@ -494,7 +536,11 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
         DatasetUnavailable: The files are not on this machine; the message says how to get them.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available names: {sorted(DATASETS)}")
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown dataset {name!r}{hint}; available names: {sorted(DATASETS)}")
     spec = DATASETS[name]
     root_path = Path(root).expanduser() if root else None
     if options:
@@ -502,12 +548,17 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {allowed}")
+    how = spec.how_to_get.replace('<root>', str(root_path or default_root()))
     try:
         ds = spec.loader(root_path, seed, **options)
-    except DatasetUnavailable:
+    except DatasetCorrupt as err:
+        raise DatasetCorrupt(f"dataset {name!r}: {err}; to get it again: {how}") from None
+    except DatasetUnavailable as err:
+        detail = f" ({err})" if str(err) not in ("", name) else ""
         raise DatasetUnavailable(
-            f"dataset {name!r} is not available on this machine. To get it: "
-            f"{spec.how_to_get.replace('<root>', str(root_path or default_root()))}") from None
+            f"dataset {name!r} is not available on this machine{detail}. To get it: {how}") from None
+    except ValueError as err:  # a loader's parser rejected a file (e.g. a malformed MRPC line)
+        raise DatasetCorrupt(f"dataset {name!r} could not be read: {err}") from None
     if max_train is not None and max_train < ds.n_train:
         ds.x_train, ds.y_train = _subsample(ds.x_train, ds.y_train, max_train, seed)
     if max_test is not None and max_test < ds.x_test.shape[0]:

@@ -6,45 +6,120 @@ computes from its parameters (:func:`run_dir`).
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import json
 import os
 import time
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import params as params_mod
 
-__all__ = ["NOTEBOOK_DIR", "path_of", "parameters", "run_dir", "execute"]
+__all__ = ["NOTEBOOK_DIR", "notebook_dirs", "path_of", "parameters", "ParameterDoc",
+           "parameter_docs", "describe", "run_dir", "execute"]
 
-NOTEBOOK_DIR = Path("notebooks")
+NOTEBOOK_DIR = Path("notebooks")  # relative to the working directory (searched first)
+
+#: The repository's notebooks folder, next to the package (an editable install or a checkout).
+_PACKAGE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebook_dirs() -> list[Path]:
+    """Folders searched for notebooks: ``./notebooks``, then the repository's ``notebooks/``."""
+    dirs = [NOTEBOOK_DIR]
+    if _PACKAGE_NOTEBOOKS.resolve() != NOTEBOOK_DIR.resolve():
+        dirs.append(_PACKAGE_NOTEBOOKS)
+    return dirs
 
 
 def path_of(name: str) -> Path:
     """``notebooks/<name>.ipynb`` (or ``name`` itself if it is a path to a notebook).
 
+    The name is looked up in :func:`notebook_dirs`: the working directory's ``notebooks/``, then
+    the repository's, so ``alstudy notebook quickstart`` works from any directory.
+
     Raises:
-        alstudy.params.ParamError: No such notebook (the message lists the available ones).
+        alstudy.params.ParamError: No such notebook (the message says where it looked and lists
+            the available ones).
     """
     path = Path(name)
-    if path.suffix != ".ipynb":
-        path = NOTEBOOK_DIR / f"{name}.ipynb"
-    if not path.exists():
-        have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-        raise params_mod.ParamError(f"notebook {name!r} not found; available: {have}")
-    return path
+    if path.suffix == ".ipynb":
+        if not path.is_file():
+            raise params_mod.ParamError(f"notebook file {name!r} does not exist")
+        return path
+    for folder in notebook_dirs():
+        if (folder / f"{name}.ipynb").is_file():
+            return folder / f"{name}.ipynb"
+    have = sorted({p.stem for folder in notebook_dirs() for p in folder.glob("*.ipynb")})
+    where = ", ".join(str(d.resolve()) for d in notebook_dirs())
+    raise params_mod.ParamError(f"notebook {name!r} not found{params_mod.did_you_mean(name, have)}; "
+                                f"looked in {where}; available: {have}")
 
 
-def parameters(path: Path) -> dict[str, Any]:
-    """Defaults of a notebook's single ``parameters`` cell (plain assignments, evaluated)."""
+def _parameters_cell(path: Path) -> str:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise params_mod.ParamError(f"{path} must have exactly one cell tagged 'parameters'")
+    return cells[0].source
+
+
+@dataclass(frozen=True)
+class ParameterDoc:
+    """One key of a notebook's ``parameters`` cell, as written there."""
+
+    name: str
+    default: str  # the value's expression, as source text without comments
+    comment: str  # the ``# ...`` comment(s) on the assignment's lines ("" if none)
+
+
+def parameter_docs(path: Path) -> list[ParameterDoc]:
+    """Every key of a notebook's ``parameters`` cell with its default and comment, in order.
+
+    The cell is parsed (not run): each top-level ``name = value`` assignment is a parameter
+    (names starting with ``_`` are not); its comment is the text of the comments on the lines
+    of the assignment.
+    """
+    source = _parameters_cell(path)
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    docs = []
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)) or node.targets[0].id.startswith("_"):
+            continue
+        lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        text = "; ".join(comments[i] for i in lines if comments.get(i))
+        docs.append(ParameterDoc(node.targets[0].id, ast.unparse(node.value), text))
+    return docs
+
+
+def describe(path: Path) -> str:
+    """The parameters of a notebook, one line each: ``name = default  # comment``."""
+    docs = parameter_docs(path)
+    width = max((len(d.name) for d in docs), default=0)
+    column = min(max((len(d.default) for d in docs), default=0), 24)  # align short defaults' comments
+    lines = [f"parameters of {path} (override with -p KEY VALUE or -f preset.yaml):"]
+    for d in docs:
+        lines.append(f"  {d.name:{width}s} = {d.default:{column}s}" + (f"  # {d.comment}" if d.comment else ""))
+    if docs and {d.name for d in docs} <= set(params_mod.SCHEMA):
+        lines.append("Every other key of alstudy.params.SCHEMA is accepted too "
+                     "(python -c 'from alstudy import params; print(params.describe())').")
+    return "\n".join(lines)
+
+
+def parameters(path: Path) -> dict[str, Any]:
+    """Defaults of a notebook's single ``parameters`` cell (plain assignments, evaluated)."""
     namespace: dict[str, Any] = {}
-    exec(compile(cells[0].source, str(path), "exec"), {"__builtins__": __builtins__}, namespace)  # noqa: S102
+    exec(compile(_parameters_cell(path), str(path), "exec"), {"__builtins__": __builtins__}, namespace)  # noqa: S102
     return {k: v for k, v in namespace.items() if not k.startswith("_")}
 
 

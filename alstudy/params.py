@@ -12,7 +12,10 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +23,7 @@ from typing import Any, Callable
 import yaml
 
 __all__ = ["SCHEMA", "ParamError", "defaults", "validate", "load", "run_id", "strategy_specs", "collect", "check_keys", "check_against_data",
-           "describe"]
+           "check_model", "describe", "read_yaml", "parse_value", "did_you_mean"]
 
 
 class ParamError(ValueError):
@@ -37,10 +40,17 @@ class Field:
     check: Callable[[Any], bool] = lambda v: True
     help: str = ""
     semantic: bool = True  # part of the run's identity (run_id); False for where/how to run
+    names: Callable[[], list[str]] | None = None  # registered names (for "did you mean")
 
 
 def _choices(getter: Callable[[], list[str]]) -> Callable[[Any], bool]:
     return lambda v: v in getter()
+
+
+def did_you_mean(name: Any, names: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the registered name closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(str(name), names, n=1) if isinstance(name, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _datasets() -> list[str]:
@@ -65,7 +75,8 @@ SCHEMA: dict[str, Field] = {
     # what
     "experiment": Field("quickstart", _STR, "a name (folder under results_dir)",
                         lambda v: bool(v) and "/" not in v, "experiment name", semantic=False),
-    "dataset": Field("mnist", _STR, "a registered dataset", _choices(_datasets), "dataset name"),
+    "dataset": Field("mnist", _STR, "a registered dataset", _choices(_datasets), "dataset name",
+                     names=_datasets),
     "data_root": Field(None, _STR + _NONE, "a folder or null", help="folder of path-based datasets",
                        semantic=False),
     "data_seed": Field(0, _INT, "integer >= 0", lambda v: v >= 0, "seed of the train/test split"),
@@ -75,7 +86,8 @@ SCHEMA: dict[str, Field] = {
                       "subsample the test set (null = all)"),
     "data_options": Field({}, (dict,), "a mapping of dataset loader options",
                           help="e.g. {crop: 688} for cityscapes (alstudy.data.loader_options)"),
-    "model": Field("small_cnn", _STR, "a registered model", _choices(_models), "task model"),
+    "model": Field("small_cnn", _STR, "a registered model", _choices(_models), "task model",
+                   names=_models),
     "model_options": Field({}, (dict,), "a mapping of model options", help="e.g. {width: 16}"),
     "strategies": Field(["random", "entropy"], (list, dict), "a list of strategy names or a "
                         "mapping label -> {strategy: name, option: value}",
@@ -125,7 +137,7 @@ SCHEMA: dict[str, Field] = {
                              "inference batch size", semantic=False),
     # where / how
     "device": Field("auto", _STR, "'auto', 'cpu', 'cuda' or 'cuda:N'",
-                    lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                    lambda v: v in ("auto", "cpu") or re.fullmatch(r"cuda(:[0-9]+)?", v) is not None,
                     "auto = CUDA when present", semantic=False),
     "threads": Field(None, _INT + _NONE, "integer >= 1 or null", lambda v: v is None or v >= 1,
                      "torch CPU threads (null = $OMP_NUM_THREADS, else 1)", semantic=False),
@@ -154,6 +166,31 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (``np.int64(0)``) as Python numbers, inside lists and mappings too."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _as_number(value: Any, field: Field) -> Any:
+    """A numeric string (``"1e-3"``, as YAML 1.1 reads it) as a float, for number keys."""
+    if float in field.types and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def validate(params: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Merge ``params`` and ``overrides`` over the defaults and check every key.
 
@@ -167,27 +204,34 @@ def validate(params: dict[str, Any] | None = None, **overrides: Any) -> dict[str
     Raises:
         ParamError: Naming the key, the bad value and the allowed values.
     """
+    if params is not None and not isinstance(params, Mapping):
+        raise ParamError(f"parameters must be a mapping of key: value, not a {type(params).__name__} "
+                         f"({params!r:.60})")
     given = dict(params or {})
     given.update(overrides)
     unknown = [k for k in given if k not in SCHEMA]
     if unknown:
-        parts = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, SCHEMA, n=1)
-            parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parts = [f"{k!r}" + did_you_mean(k, list(SCHEMA)) for k in unknown]
         raise ParamError(f"unknown parameter(s): {', '.join(parts)}; valid keys: {sorted(SCHEMA)}")
     out = defaults()
-    out.update(copy.deepcopy(given))
+    out.update(_plain(copy.deepcopy(given)))
     for key, field in SCHEMA.items():
-        value = out[key]
+        value = out[key] = _as_number(out[key], field)
         if not _type_ok(value, field.types):
             raise ParamError(f"parameter {key!r} = {value!r} has type {type(value).__name__}; "
+                             f"allowed: {field.allowed}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamError(f"parameter {key!r} = {value!r} is not a finite number; "
                              f"allowed: {field.allowed}")
         try:
             ok = field.check(value)
         except TypeError:
             ok = False
         if not ok:
+            if field.names is not None:
+                names = field.names()
+                raise ParamError(f"parameter {key!r} = {value!r} is invalid{did_you_mean(value, names)}; "
+                                 f"allowed: one of {names}")
             raise ParamError(f"parameter {key!r} = {value!r} is invalid; allowed: {field.allowed}")
     _check_models_and_strategies(out)
     return out
@@ -231,13 +275,21 @@ def _check_models_and_strategies(p: dict[str, Any]) -> None:
                          f"{p['model']!r}; allowed: {allowed}")
     for name in p["strategy_options"]:
         if name not in strategies.STRATEGIES:
-            raise ParamError(f"parameter 'strategy_options': unknown strategy {name!r}; "
+            raise ParamError(f"parameter 'strategy_options': unknown strategy {name!r}"
+                             f"{did_you_mean(name, strategies.available())}; "
                              f"available: {strategies.available()}")
-    for label, (name, opts) in strategy_specs(p).items():
+    specs = strategy_specs(p)
+    for label, (name, opts) in specs.items():
         try:
             strategies.build(name, **opts)
         except ValueError as err:
             raise ParamError(f"parameter 'strategies' entry {label!r}: {err}") from None
+    unused = sorted(set(p["strategy_options"]) - {name for name, _ in specs.values()})
+    if unused:
+        raise ParamError(f"parameter 'strategy_options' sets options of {unused}, which "
+                         f"{'is' if len(unused) == 1 else 'are'} not run; strategies run: "
+                         f"{sorted({name for name, _ in specs.values()})} (remove the entry or add "
+                         "the strategy to 'strategies')")
     if p["initial_mode"] == "balanced" and p["initial_size"] < 1:
         raise ParamError("parameter 'initial_size' must be >= 1")
     if p["candidates"] != "all" and p["candidates"] < p["budget"]:
@@ -287,18 +339,126 @@ def check_against_data(p: dict[str, Any], n_train: int, num_classes: int | None,
                              f"{task}: {fits}")
 
 
+def check_model(p: dict[str, Any], input_shape: tuple[int, ...], num_outputs: int) -> None:
+    """Checks that need the built model, before any training: MC-dropout strategies need dropout.
+
+    The model is built only when a strategy of the MC-dropout family (``bald``, ``mc_entropy``,
+    ``variation_ratio``) is run.
+
+    Raises:
+        ParamError: Naming the strategy, the model and how to fix it.
+    """
+    from . import models, strategies
+    from .strategies.mc_dropout import _MCDropoutScore, active_dropout_modules
+
+    needs = [label for label, (name, _) in strategy_specs(p).items()
+             if issubclass(strategies.STRATEGIES[name], _MCDropoutScore)]
+    if not needs:
+        return
+    net = models.build(p["model"], input_shape, num_outputs, **p["model_options"])
+    if not active_dropout_modules(net):
+        raise ParamError(f"parameter 'strategies': {needs} need a model with dropout, but model "
+                         f"{p['model']!r} with model_options {p['model_options']} has none; set "
+                         "'model_options: {dropout: 0.5}' (or drop these strategies)")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter and closer to YAML 1.2.
+
+    A key given twice in one mapping is an error (PyYAML keeps the last one silently), and
+    exponent floats without a dot (``1e-3``) are floats (PyYAML's YAML 1.1 rules read them as
+    strings).
+    """
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: the base constructor reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {first + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error: what is wrong and where (line, column)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{' '.join(str(problem).split())}"
+
+
+def read_yaml(path: str | Path, what: str = "params file") -> dict[str, Any]:
+    """Read a YAML file that must hold a non-empty mapping of key: value.
+
+    Duplicate keys are errors; ``1e-3`` is a float (see :class:`_StrictLoader`).
+
+    Args:
+        path: The file.
+        what: What the file is, for the messages (``"params file"``, ``"batch file"``).
+
+    Returns:
+        The mapping.
+
+    Raises:
+        ParamError: One line naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ParamError(f"{what} {str(path)!r} is a folder; give a YAML file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamError(f"{what} {str(path)!r} cannot be read: {err}") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ParamError(f"{what} {str(path)!r} is not valid YAML: {_yaml_error(err)}") from None
+    if raw is None:
+        raise ParamError(f"{what} {str(path)!r} is empty; it must hold a mapping of key: value")
+    if not isinstance(raw, dict):
+        raise ParamError(f"{what} {str(path)!r} must hold a mapping of key: value, "
+                         f"not a {type(raw).__name__}")
+    return raw
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse one command-line value (``-p KEY VALUE``) as YAML, e.g. ``"[0, 1]"`` or ``1e-3``.
+
+    Raises:
+        ParamError: The value is not valid YAML (naming the key).
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ParamError(f"-p {key} {text!r}: the value is not valid YAML ({_yaml_error(err)}); "
+                         "quote strings and write lists as \"[0, 1]\"") from None
+
+
 def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
     """Read a YAML preset, apply ``overrides`` and validate.
 
     Raises:
         ParamError: Bad file content (naming the file) or bad values.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ParamError(f"params file {str(path)!r} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ParamError(f"params file {str(path)!r} must hold a mapping of key: value")
+    raw = read_yaml(path)
     try:
         return validate(raw, **overrides)
     except ParamError as err:

@@ -72,10 +72,12 @@ def initial_indices(y: torch.Tensor, size: int, mode: str, generator: torch.Gene
         y: Training targets ``[N]``.
         size: Number of examples.
         mode: ``random``; ``balanced`` (``size // C`` per class, remainder at random);
-            ``all_classes`` (uniform draws repeated until every class is present).
+            ``all_classes`` (uniform draws repeated until every class is present; for
+            ``size == C``, or when ``max_tries`` draws all miss a class, one random member of
+            each class and the rest uniformly from the remaining examples).
         generator: Seeded CPU generator.
         num_classes: Number of classes (``None`` for regression: only ``random`` applies).
-        max_tries: Redraw limit for ``all_classes``.
+        max_tries: Redraw limit for ``all_classes`` before it builds the set directly.
 
     Returns:
         Sorted indices ``[size]``.
@@ -92,11 +94,13 @@ def initial_indices(y: torch.Tensor, size: int, mode: str, generator: torch.Gene
     if mode == "all_classes":
         if size < num_classes:
             raise ValueError(f"initial size {size} < {num_classes} classes: 'all_classes' is impossible")
+        if size == num_classes:  # one per class is exactly the uniform draw among covering sets
+            return _one_per_class_then_random(y, size, generator, num_classes)
         for _ in range(max_tries):
             idx = torch.randperm(n, generator=generator)[:size]
             if y[idx].unique().numel() == num_classes:
                 return idx.sort().values
-        raise RuntimeError(f"no initial set of {size} with every class present after {max_tries} draws")
+        return _one_per_class_then_random(y, size, generator, num_classes)
     per = size // num_classes
     chosen = []
     for c in range(num_classes):
@@ -112,3 +116,26 @@ def initial_indices(y: torch.Tensor, size: int, mode: str, generator: torch.Gene
         others = mask.nonzero().flatten()
         idx = torch.cat([idx, others[torch.randperm(others.numel(), generator=generator)[:rest]]])
     return idx.sort().values
+
+
+def _one_per_class_then_random(y: torch.Tensor, size: int, generator: torch.Generator,
+                               num_classes: int) -> torch.Tensor:
+    """One uniformly drawn member of every class, then ``size - C`` uniform others (sorted).
+
+    For ``size == C`` this is exactly a uniform draw among the sets that hold every class.
+
+    Raises:
+        ValueError: A class has no example.
+    """
+    firsts = []
+    for c in range(num_classes):
+        members = (y == c).nonzero().flatten()
+        if members.numel() == 0:
+            raise ValueError(f"class {c} has no example: 'all_classes' is impossible")
+        firsts.append(members[torch.randint(members.numel(), (1,), generator=generator)])
+    idx = torch.cat(firsts)  # [C]
+    mask = torch.ones(y.shape[0], dtype=torch.bool)
+    mask[idx] = False
+    others = mask.nonzero().flatten()
+    rest = others[torch.randperm(others.numel(), generator=generator)[: size - num_classes]]
+    return torch.cat([idx, rest]).sort().values

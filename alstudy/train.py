@@ -79,10 +79,26 @@ class TrainingHook(Protocol):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    """``auto`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``.
+
+    Raises:
+        alstudy.params.ParamError: A CUDA device that this machine or torch build does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        from .params import ParamError
+
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no usable GPU"
+            raise ParamError(f"parameter 'device' = {device!r}: this machine has {build} "
+                             f"(torch {torch.__version__}); use 'auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParamError(f"parameter 'device' = {device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s); allowed: 'cuda:0' to "
+                             f"'cuda:{torch.cuda.device_count() - 1}'")
+    return dev
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

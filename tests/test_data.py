@@ -123,3 +123,57 @@ def test_fashion_mnist_missing_everywhere_gives_the_instructions(tmp_path, monke
     monkeypatch.setenv("ALSTUDY_DATA", str(tmp_path))
     with pytest.raises(data.DatasetUnavailable, match="apt-get install -y dataset-fashion-mnist"):
         data.load("fashion_mnist")
+
+
+def _cifar10_folder(tmp_path, rng):
+    c10 = tmp_path / "cifar-10-batches-py"
+    c10.mkdir()
+    for i in range(1, 6):
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [i % 10] * 4}
+        (c10 / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    (c10 / "test_batch").write_bytes(pickle.dumps(
+        {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [7, 8, 9]}))
+    return c10
+
+
+def test_truncated_or_corrupted_cifar_file_is_named_and_called_corrupt(tmp_path, rng):
+    c10 = _cifar10_folder(tmp_path, rng)
+    good = (c10 / "data_batch_2").read_bytes()
+    (c10 / "data_batch_2").write_bytes(good[: len(good) // 2])  # truncated download
+    with pytest.raises(data.DatasetCorrupt, match=r"data_batch_2 is corrupt or truncated.*to get it again"):
+        data.load("cifar10", root=tmp_path)
+    (c10 / "data_batch_2").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(data.DatasetCorrupt, match=r"data_batch_2 is corrupt"):
+        data.load("cifar10", root=tmp_path)
+    (c10 / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}))
+    with pytest.raises(data.DatasetCorrupt, match=r"data_batch_2 is corrupt: data uint8 \(4, 100\)"):
+        data.load("cifar10", root=tmp_path)
+
+
+def test_missing_cifar_batch_file_is_named(tmp_path, rng):
+    c10 = _cifar10_folder(tmp_path, rng)
+    (c10 / "data_batch_3").unlink()
+    with pytest.raises(data.DatasetUnavailable, match=r"lacks data_batch_3 .*To get it: download cifar-10"):
+        data.load("cifar10", root=tmp_path)
+
+
+def test_corrupt_svhn_and_idx_files_are_named(tmp_path, rng):
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    (folder / "train_32x32.mat").write_bytes(b"MATLAB 5.0 but then nothing")
+    (folder / "test_32x32.mat").write_bytes(b"")
+    with pytest.raises(data.DatasetCorrupt, match=r"train_32x32\.mat is corrupt"):
+        data.load("svhn", root=tmp_path)
+    fm = tmp_path / "fashion_mnist"
+    fm.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        _write_idx(fm / f"{stem}.gz", rng.integers(0, 256, (3, 28, 28)))
+    (fm / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 7))
+    with pytest.raises(data.DatasetCorrupt, match=r"train-images-idx3-ubyte\.gz is corrupt"):
+        data.load("fashion_mnist", root=fm)
+
+
+def test_unknown_dataset_suggests_the_closest_name():
+    with pytest.raises(ValueError, match=r"'mnits' \(did you mean 'mnist'\?\); available names: \[.*'svhn'"):
+        data.load("mnits")

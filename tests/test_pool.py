@@ -43,3 +43,30 @@ def test_initial_errors():
         initial_indices(y, 5, "all_classes", torch.Generator(), num_classes=10)
     with pytest.raises(ValueError, match="regression"):
         initial_indices(torch.randn(50), 5, "balanced", torch.Generator(), num_classes=None)
+
+
+def test_all_classes_with_one_example_per_class_never_fails():
+    """initial_size == number of classes: a direct draw (one per class), for every seed."""
+    from alstudy import data
+
+    y = data.load("digits").y_train
+    sets = []
+    for seed in range(201):
+        idx = initial_indices(y, 10, "all_classes", torch.Generator().manual_seed(seed), num_classes=10)
+        assert sorted(y[idx].tolist()) == list(range(10)) and idx.unique().numel() == 10
+        again = initial_indices(y, 10, "all_classes", torch.Generator().manual_seed(seed), num_classes=10)
+        assert torch.equal(idx, again)
+        sets.append(tuple(idx.tolist()))
+    assert len(set(sets)) == len(sets)  # uniform draws within each class, not one fixed set
+
+
+def test_all_classes_falls_back_to_a_direct_draw():
+    y = torch.arange(200) % 10
+    draw = lambda seed: initial_indices(y, 12, "all_classes", torch.Generator().manual_seed(seed),
+                                        num_classes=10, max_tries=0)
+    idx = draw(3)
+    assert idx.numel() == 12 and idx.unique().numel() == 12
+    assert torch.bincount(y[idx], minlength=10).min() >= 1
+    assert torch.equal(idx, draw(3)) and not torch.equal(idx, draw(4))
+    with pytest.raises(ValueError, match="class 9 has no example"):
+        initial_indices(y[y != 9], 10, "all_classes", torch.Generator(), num_classes=10)

@@ -229,7 +229,7 @@ def test_readme_run_example_trains_into_a_fresh_folder():
 
     repo = Path(__file__).resolve().parents[1]
     line = next(l for l in (repo / "README.md").read_text().splitlines()
-                if "alstudy run params/quickstart.cpu.yaml" in l)
+                if "alstudy run params/quickstart.study.yaml" in l)
     args = shlex.split(line.split("#")[0])
     preset, rest = args[2], args[3:]
     given = {"results_dir": "results"}  # the command's default outside the test environment
