@@ -557,8 +557,8 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
         detail = f" ({err})" if str(err) not in ("", name) else ""
         raise DatasetUnavailable(
             f"dataset {name!r} is not available on this machine{detail}. To get it: {how}") from None
-    except ValueError as err:  # a loader's parser rejected a file (e.g. a malformed MRPC line)
-        raise DatasetCorrupt(f"dataset {name!r} could not be read: {err}") from None
+    except ValueError as err:  # a bad loader option, or a parser that rejected a file's content
+        raise ValueError(f"dataset {name!r}: {err}") from None
     if max_train is not None and max_train < ds.n_train:
         ds.x_train, ds.y_train = _subsample(ds.x_train, ds.y_train, max_train, seed)
     if max_test is not None and max_test < ds.x_test.shape[0]:
