@@ -109,6 +109,10 @@ SCHEMA: dict[str, Field] = {
     "cycle_metrics": Field([], (list,), "a list of names from alstudy.cycle_metrics.CYCLE_METRICS",
                            lambda v: all(m in _cycle_metrics() for m in v) and len(set(v)) == len(v),
                            "per-cycle diagnostics recorded as extra metric rows"),
+    "cycle_metric_samples": Field(None, _INT + _NONE, "integer >= 2 or null",
+                                  lambda v: v is None or v >= 2,
+                                  "cap on the unlabeled examples each cycle metric samples "
+                                  "(null = each metric's own number)"),
     "warm_start": Field(False, _BOOL, "true or false", help="keep training the previous model"),
     # training
     "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
@@ -452,7 +456,7 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
 
 #: Keys added after run ids were first derived: left out of the hash while empty, so older
 #: run folders keep their names.
-_HASH_SKIP_IF_EMPTY = {"cycle_metrics"}
+_HASH_SKIP_IF_EMPTY = {"cycle_metrics", "cycle_metric_samples"}
 
 
 def run_id(params: dict[str, Any]) -> str:

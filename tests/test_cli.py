@@ -175,6 +175,7 @@ def test_notebooks_are_found_from_any_directory(tmp_path, monkeypatch):
 def test_notebook_help_lists_every_parameter_with_default_and_comment():
     res = _run("notebook", "quickstart", "--help")
     assert res.returncode == 0, res.stderr
+    assert "--dry-run" in res.stdout
     assert re.search(r"\n  epochs +=  ?50 +# training epochs per cycle \(paper: 50\)\n", res.stdout)
     for key in notebooks.parameters(notebooks.path_of("quickstart")):
         assert re.search(rf"\n  {key} += \S.* +# \S", res.stdout), key
