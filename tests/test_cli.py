@@ -136,7 +136,7 @@ def test_batch_spec_missing_or_not_a_mapping(tmp_path):
 
 
 def test_jobs_must_be_positive(tmp_path):
-    res = _run("batch", "params/batch/quickstart.smoke.yaml", "--jobs", "0")
+    res = _run("batch", "params/batch/quickstart.smoke.yaml", "--jobs", "0", "--results-dir", str(tmp_path))
     assert res.returncode == 2 and "--jobs" in res.stderr and "Traceback" not in res.stderr
 
 
