@@ -4,6 +4,7 @@
 ``alstudy notebook <name> [-f preset.yaml] [-p key value ...]`` executes
 ``notebooks/<name>.ipynb`` with papermill and stores the executed copy next to its results.
 Values given with ``-p`` are parsed as YAML (``-p seeds "[0, 1, 2]"``, ``-p lr 1e-3``).
+``--dry-run`` runs a preset at toy size with its real models and code paths (:mod:`alstudy.dryrun`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     for preset in args.file or []:
         given.update(params_mod.read_yaml(preset))
     given.update(_overrides(args.param))
+    if args.dry_run:
+        given = _dry_run_notebook(args.name, given)
     path = notebooks.path_of(args.name)
     try:
         output = notebooks.execute(args.name, given, kernel=args.kernel, progress=not args.quiet)
@@ -59,12 +62,35 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run_notebook(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a dry run of notebook ``name`` (see :mod:`alstudy.dryrun`)."""
+    from . import dryrun, notebooks
+
+    path = notebooks.path_of(name)
+    defaults = notebooks.parameters(path)
+    scratch = dryrun.scratch_dir()
+    print(f"dry run: results under {scratch}", file=sys.stderr)
+    if set(defaults) <= set(params_mod.SCHEMA):  # an AL-loop notebook
+        try:
+            p = params_mod.validate({**defaults, **given})
+        except params_mod.ParamError as err:
+            raise params_mod.ParamError(f"{path}: {err}") from None
+        return dryrun.loop_params(p, scratch)
+    return dryrun.notebook_params(defaults, given, scratch)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the AL loop from a YAML preset and print the summary table."""
     from . import loop
     from .results import summary_table
 
     p = params_mod.load(args.params, **_overrides(args.param))
+    if args.dry_run:
+        from . import dryrun
+
+        scratch = dryrun.scratch_dir()
+        print(f"dry run: results under {scratch}", file=sys.stderr)
+        p = dryrun.loop_params(p, scratch)
     frame = loop.run(p)
     print(f"results: {loop.run_dir(p)}", file=sys.stderr)
     print(summary_table(frame).drop(columns=[c for c in summary_table(frame).columns
@@ -187,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("params", help="YAML preset, e.g. params/quickstart.cpu.yaml")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                      help="override one parameter (value parsed as YAML)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="one seed, one cycle of one epoch on a small pool, same models and code "
+                          "paths; results in a scratch folder")
     run.set_defaults(func=cmd_run)
 
     nb = sub.add_parser("notebook", help="execute a notebook with papermill into results/",
@@ -197,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("-f", "--file", action="append", help="YAML preset of parameters")
     nb.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="override one parameter (value parsed as YAML)")
+    nb.add_argument("--dry-run", action="store_true",
+                    help="run the preset at toy size (same models and code paths) into a scratch folder")
     nb.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     nb.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     nb.set_defaults(func=cmd_notebook, parser=nb)

@@ -85,6 +85,12 @@ def compute(name: str, model: torch.nn.Module, data, pool, strategy, params: dic
         model.train(was_training)
 
 
+def _size(params: dict[str, Any], default: int) -> int:
+    """``default``, capped by the run's ``cycle_metric_samples`` (e.g. in a dry run)."""
+    cap = params.get("cycle_metric_samples")
+    return default if cap is None else min(default, cap)
+
+
 def _sample(indices: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """A uniform subset of ``size`` of ``indices`` (all of them if there are fewer)."""
     if indices.numel() <= size:
@@ -115,7 +121,7 @@ def perturbed_loss(model, data, pool, strategy, params, generator) -> list[tuple
 
     rho = float(params["sam_rho"])
     lab = pool.labeled  # [n_L]
-    unl = _sample(pool.unlabeled, UNLABELED_SAMPLE, generator)  # [≤2000]
+    unl = _sample(pool.unlabeled, _size(params, UNLABELED_SAMPLE), generator)  # [≤2000]
     out = {}
     for key, idx in (("labeled", lab), ("unlabeled", unl)):
         res = perturbed_losses(model, data.x_train[idx], data.y_train[idx], rho=rho)
@@ -144,7 +150,7 @@ def pseudo_label_margin(model, data, pool, strategy, params, generator) -> list[
     from . import theory
 
     rho, _ = _saal_rho(strategy, params)
-    idx = _sample(pool.unlabeled, MARGIN_SAMPLE, generator)
+    idx = _sample(pool.unlabeled, _size(params, MARGIN_SAMPLE), generator)
     margins = theory.saal_margins(model, data.x_train[idx], data.y_train[idx], rhos=[rho])
     row = theory.summarize_margins(margins).iloc[0]
     return [("psi", row["psi"]), ("margin_ratio", row["r"]), ("margin_mean", row["delta_mean"]),
@@ -170,7 +176,7 @@ def bound_terms(model, data, pool, strategy, params, generator) -> list[tuple[st
     from . import theory
 
     rho, _ = _saal_rho(strategy, params)
-    idx = _sample(pool.unlabeled, BOUND_SAMPLE, generator)
+    idx = _sample(pool.unlabeled, _size(params, BOUND_SAMPLE), generator)
     terms = theory.saal_bound_terms(model, data.x_train[idx], rho=rho, eig_tol=BOUND_EIG_TOL,
                                     dtype=None)  # the model's dtype (float32)
     corr = theory.term_correlations(terms).set_index("y")["pearson"]

@@ -111,6 +111,10 @@ SCHEMA: dict[str, Field] = {
     "cycle_metrics": Field([], (list,), "a list of names from alstudy.cycle_metrics.CYCLE_METRICS",
                            lambda v: all(m in _cycle_metrics() for m in v) and len(set(v)) == len(v),
                            "per-cycle diagnostics recorded as extra metric rows"),
+    "cycle_metric_samples": Field(None, _INT + _NONE, "integer >= 2 or null",
+                                  lambda v: v is None or v >= 2,
+                                  "cap on the unlabeled examples each cycle metric samples "
+                                  "(null = each metric's own number)"),
     "warm_start": Field(False, _BOOL, "true or false", help="keep training the previous model"),
     # training
     "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
@@ -466,7 +470,8 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
 
 
 #: Keys left out of the run-id hash while at these values (keys added after runs were committed).
-_HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial", "data_options": {}}
+_HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial", "data_options": {},
+                         "cycle_metric_samples": None}
 
 
 def run_id(params: dict[str, Any]) -> str:

@@ -143,7 +143,7 @@ def test_batch_spec_missing_or_not_a_mapping(tmp_path):
 
 
 def test_jobs_must_be_positive(tmp_path):
-    res = _run("batch", "params/batch/quickstart.smoke.yaml", "--jobs", "0")
+    res = _run("batch", "params/batch/quickstart.smoke.yaml", "--jobs", "0", "--results-dir", str(tmp_path))
     assert res.returncode == 2 and "--jobs" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -182,6 +182,7 @@ def test_notebooks_are_found_from_any_directory(tmp_path, monkeypatch):
 def test_notebook_help_lists_every_parameter_with_default_and_comment():
     res = _run("notebook", "quickstart", "--help")
     assert res.returncode == 0, res.stderr
+    assert "--dry-run" in res.stdout
     assert re.search(r"\n  epochs +=  ?15 +# training epochs per cycle \(paper: 50\)\n", res.stdout)
     for key in notebooks.parameters(notebooks.path_of("quickstart")):
         assert re.search(rf"\n  {key} += \S.* +# \S", res.stdout), key
