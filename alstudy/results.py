@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["COLUMNS", "METRIC_GOAL", "atomic_write_csv", "atomic_write_text", "read_metrics",
-           "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc", "verdict",
+           "remove_stale_temp_files", "file_mode", "summarize", "summary_table", "aubc",
            "add_option_column", "class_rates", "round_seconds"]
 
 COLUMNS = ["experiment", "run_id", "dataset", "model", "strategy", "seed", "cycle", "n_labeled",
@@ -178,28 +178,6 @@ def summary_table(frame: pd.DataFrame, metric: str | None = None,
             row[col] = f"{mean:.{precision}f} ± {std:.{precision}f}"
         out.append(row)
     return pd.DataFrame(out)
-
-
-def verdict(table: pd.DataFrame, strategy: str, baseline: str, column: str = "aubc",
-            goal: str = "max") -> str:
-    """One sentence comparing two strategies of a :func:`summary_table` on ``column``.
-
-    "better" needs the mean difference to exceed the larger standard deviation of the two;
-    otherwise the two are called "within noise".
-    """
-    rows = table.set_index("strategy")
-    for name in (strategy, baseline):
-        if name not in rows.index:
-            raise ValueError(f"strategy {name!r} not in the table: {list(rows.index)}")
-    a, b = rows.loc[strategy], rows.loc[baseline]
-    diff = a[f"{column}_mean"] - b[f"{column}_mean"]
-    if goal == "min":
-        diff = -diff
-    noise = max(a[f"{column}_std"], b[f"{column}_std"])
-    word = "better than" if diff > noise else "worse than" if diff < -noise else "within noise of"
-    return (f"{strategy} is {word} {baseline} on {column} "
-            f"({a[column]} vs {b[column]}, {int(a['seeds'])} seeds; difference {diff:+.4f}, "
-            f"largest std {noise:.4f}).")
 
 
 def add_option_column(frame: pd.DataFrame, params: dict, option: str, column: str | None = None,
