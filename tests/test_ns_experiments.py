@@ -101,6 +101,20 @@ def test_report_builder_draws_from_a_run_folder(tmp_path):
     assert len(figs["learning_curve"].axes[0].lines) >= 2
 
 
+def test_classification_report_adds_the_penalty_matrix(tmp_path):
+    frame = _frame({"noise_stability": [[0.5, 0.80, 0.90], [0.5, 0.82, 0.91], [0.5, 0.79, 0.93]],
+                    "random": [[0.5, 0.70, 0.90], [0.5, 0.71, 0.92], [0.5, 0.72, 0.92]]})
+    frame["experiment"] = "ns_classification"
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": "d", "model": "m", "budget": 20}))
+    figs = ns_main.ns_figures(tmp_path)
+    assert list(figs) == ["learning_curve", "penalty_matrix"]
+    cells = [t.get_text() for t in figs["penalty_matrix"].axes[0].texts]  # row-major 2 x 2
+    # NS wins only the second checkpoint (random stops the checkpoints once it reaches 99% of
+    # its final 0.913: at the third); 1 win / 2 checkpoints
+    assert cells == ["0.00", "0.50", "0.00", "0.00"]
+
+
 # --------------------------------------------------------------------------- text data
 
 

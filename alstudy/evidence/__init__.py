@@ -6,8 +6,9 @@ The rules live in one place, the docstring of :mod:`alstudy.evidence.stats`.
 
 from .stats import (KINDS, SUMMARY_METRICS, VERDICTS, Comparison, Family, Trend, compare, compare_many,
                     distinct_levels, grid, holm, holm_family, mde, penalty_matrix, per_cycle, trend)
+from .robustness import batch_split_check, short_batch_sizes
 from .verdicts import Verdict, judge, judge_run, paired_table, render_markdown
 
 __all__ = ["KINDS", "SUMMARY_METRICS", "VERDICTS", "Comparison", "Family", "Trend", "compare",
            "compare_many", "distinct_levels", "grid", "holm", "holm_family", "mde", "penalty_matrix",
-           "per_cycle", "trend", "Verdict", "judge", "judge_run", "paired_table", "render_markdown"]
+           "per_cycle", "trend", "batch_split_check", "short_batch_sizes", "Verdict", "judge", "judge_run", "paired_table", "render_markdown"]

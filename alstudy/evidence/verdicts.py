@@ -32,11 +32,12 @@ import pandas as pd
 import yaml
 
 from .. import results
+from ..params import defaults
 from . import stats
 from .claims import Claim, Threshold, claims_for
 
 __all__ = ["Verdict", "VERDICT_VALUES", "judge", "judge_run", "render_markdown", "write_verdicts", "paired_table",
-           "preset_of", "run_frame", "repo_root", "check_threshold"]
+           "preset_of", "run_frame", "repo_root", "check_threshold", "sibling_runs"]
 
 VERDICT_VALUES = ("reproduced", "contradicted", "inconclusive", "not_computed")
 COMPARISON_KINDS = ("superiority", "non_inferiority", "equivalence")
@@ -183,21 +184,46 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
         if cmp.between is not None:
             keys.add(cmp.between.column)
         keys |= {k for k in cmp.filter if k != "strategy"}
-    own = _params(run_dir)
     if not keys:
         path = run_dir / "metrics.csv"
         return results.read_metrics(path) if path.exists() else pd.DataFrame(columns=results.COLUMNS)
     frames = []
-    for sibling in sorted(p.parent for p in run_dir.parent.glob("*/metrics.csv")):
-        prm = _params(sibling)
-        if any(not _same(prm.get(k), own.get(k)) for k in set(own) | set(prm)
-               if k not in keys and k not in _NOT_SEMANTIC):
-            continue
+    for sibling in _matching_runs(run_dir, keys):
+        prm = {**defaults(), **_params(sibling)}
         frame = results.read_metrics(sibling / "metrics.csv")
         for key in keys:
             frame[key] = prm.get(key)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
+
+
+def _matching_runs(run_dir: Path, free: set[str]) -> list[Path]:
+    """Run folders of ``run_dir``'s experiment (itself included) whose semantic parameters equal
+    its own except for the keys in ``free``; a key a run does not store has its default."""
+    base = defaults()
+    own = {**base, **_params(run_dir)}
+    out = []
+    for sibling in sorted(p.parent for p in Path(run_dir).parent.glob("*/metrics.csv")):
+        prm = {**base, **_params(sibling)}
+        if all(_same(prm.get(k), own.get(k)) for k in set(own) | set(prm)
+               if k not in free and k not in _NOT_SEMANTIC):
+            out.append(sibling)
+    return out
+
+
+def sibling_runs(run_dir: str | Path, differ: Mapping[str, Any]) -> list[Path]:
+    """Stored runs of the same experiment with ``run_dir``'s parameters but ``differ``'s values.
+
+    Args:
+        run_dir: A run folder.
+        differ: ``{key: value}`` the sibling has instead (e.g. ``{"batch_split": "equal"}``).
+
+    Returns:
+        Matching run folders, sorted by name (empty when none is stored).
+    """
+    base = defaults()
+    return [s for s in _matching_runs(Path(run_dir), set(differ))
+            if all(_same({**base, **_params(s)}.get(k), v) for k, v in differ.items())]
 
 
 def _params(run_dir: Path) -> dict[str, Any]:

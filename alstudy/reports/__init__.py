@@ -23,7 +23,7 @@ from .. import plots
 from ..results import read_metrics
 
 __all__ = ["REPORTS", "FIGURES_DEFAULTS", "register", "figures", "save", "regenerate", "learning_curves",
-           "run_params"]
+           "run_params", "penalty_figure"]
 
 Builder = Callable[[Path], dict[str, plt.Figure]]
 REPORTS: dict[str, Builder] = {}
@@ -57,6 +57,21 @@ def learning_curves(run_dir: Path) -> dict[str, plt.Figure]:
         name = "learning_curve" if frame["dataset"].nunique() == 1 else f"learning_curve_{dataset}"
         out[name] = plots.learning_curve(sub, title=f"{dataset}, {sub['model'].iloc[0]}, {seeds} seed(s)")
     return out
+
+
+def penalty_figure(frame, title: str, metric: str = "accuracy") -> dict[str, plt.Figure]:
+    """``{"penalty_matrix": Figure}``: the pairwise penalty matrix of the run's strategies
+    (:func:`alstudy.evidence.penalty_matrix`, paired t per labeled-set size) as a heat map; empty
+    when the run has fewer than 2 strategies or 2 seeds, or no ``metric`` rows."""
+    from ..evidence import penalty_matrix
+
+    sub = frame[frame["metric"] == metric]
+    if sub.empty or sub["strategy"].nunique() < 2 or sub["seed"].nunique() < 2:
+        return {}
+    matrix = penalty_matrix(sub, metric=metric)
+    return {"penalty_matrix": plots.penalty_heatmap(
+        matrix, title=f"penalty matrix, {title}\nrow significantly better than column "
+                      f"(paired t, alpha 0.05), 1 / checkpoints per win")}
 
 
 def figures(experiment: str, run_dir: str | Path) -> dict[str, plt.Figure]:

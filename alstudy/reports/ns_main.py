@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import plots
 from ..results import METRIC_GOAL, read_metrics
-from . import register, run_params
+from . import penalty_figure, register, run_params
 
 __all__ = ["NS_LABEL", "ns_figures", "per_cycle_comparison"]
 
@@ -50,7 +50,10 @@ def ns_figures(run_dir: Path) -> dict[str, plt.Figure]:
     seeds = frame["seed"].nunique()
     title = (f"{p.get('dataset', frame['dataset'].iloc[0])}, {p.get('model', frame['model'].iloc[0])}, "
              f"+{p.get('budget', '?')} per cycle, {seeds} seed(s)")
-    return {"learning_curve": plots.learning_curve(frame, title=title)}
+    figs = {"learning_curve": plots.learning_curve(frame, title=title)}
+    if p.get("experiment", frame["experiment"].iloc[0]) == "ns_classification":
+        figs.update(penalty_figure(frame, title))
+    return figs
 
 
 def _metric(frame: pd.DataFrame) -> str:

@@ -31,7 +31,7 @@ from scipy import stats
 
 from .. import plots
 from ..results import add_option_column, atomic_write_csv, read_metrics, round_seconds, summarize
-from . import register
+from . import penalty_figure, register
 
 __all__ = ["SAAL_LABELS", "runs_with_params", "table1_from_frame", "table1", "rho_table",
            "perturbed_loss_table", "bound_table", "per_instance_saal_scores", "scoring_speed",
@@ -173,7 +173,7 @@ def _report_table1(run_dir: Path) -> dict[str, plt.Figure]:
         return {}
     title = (f"{frame['dataset'].iloc[0]}, {frame['model'].iloc[0]}, {params.get('optimizer', '?')}, "
              f"{frame['seed'].nunique()} seed(s)")
-    return {"learning_curve": plots.learning_curve(frame, title=title)}
+    return {"learning_curve": plots.learning_curve(frame, title=title), **penalty_figure(frame, title)}
 
 
 # ----------------------------------------------------------------------------- rho (Fig 4)
