@@ -52,3 +52,45 @@ def test_section_lists_every_claim_with_its_exact_quote_and_summaries_combine_pa
     not_run = next(c for c in claims if c.not_run)
     row = next(line for line in text.splitlines() if f"`{not_run.id}`" in line)
     assert "not run here" in row
+
+
+def test_runs_table_counts_seeds_with_every_strategy_and_unit_hours(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from alstudy.evidence.report import runs_table
+
+    run = tmp_path / "ns_regression" / "r"
+    (run / "units").mkdir(parents=True)
+    rows = [{"strategy": s, "seed": seed} for seed in (0, 1) for s in ("noise_stability", "random", "coreset")]
+    rows += [{"strategy": s, "seed": 2} for s in ("noise_stability", "random")]  # seed 2 unfinished
+    pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
+    for stem, seconds, threads in (("random__seed0", 3600, 1), ("coreset__seed0", 900, 2)):
+        (run / "units" / f"{stem}.json").write_text(json.dumps({"seconds": seconds, "threads": threads}))
+        (run / "units" / f"{stem}.csv").write_text("")
+    (run / "units" / "random__seed1.json").write_text(json.dumps({"seconds": 99}))  # in flight: no csv
+    rec = {"run": str(run), "notebook": "ns_regression", "preset": "cpu"}  # the cpu preset: 50 seeds, 3 arms
+    row = [line for line in runs_table([rec, dict(rec)]) if line.startswith(f"| `{run}`")]
+    assert row == [f"| `{run}` | `ns_regression`, `cpu` | 2 of 50 | 2 | 1.50 | **no** |"]
+
+
+def test_changes_table_pairs_a_claim_with_its_earlier_smaller_runs(tmp_path):
+    import json
+
+    from alstudy.evidence.report import changes_table
+
+    def write(run, records):
+        folder = tmp_path / "x" / run
+        folder.mkdir(parents=True)
+        (folder / "verdict.json").write_text(json.dumps({"records": records}))
+
+    new = {"claim": "c1", "run": "results/x/big", "verdict": "contradicted", "n": 24, "applies": True}
+    write("big", [new, {"claim": "c2", "run": "results/x/big", "verdict": "reproduced", "n": 5}])
+    write("small", [{"claim": "c1", "run": "results/x/small", "verdict": "inconclusive", "n": 3,
+                     "applies": False, "run_setting": "3 seed(s)"},
+                    {"claim": "c2", "run": "results/x/small", "verdict": "reproduced", "n": 9}])  # larger n: not earlier
+    lines = changes_table({"c1": new, "c2": {"claim": "c2", "run": "results/x/big", "verdict": "reproduced", "n": 5}},
+                          tmp_path)
+    rows = [line for line in lines if line.startswith("| `")]
+    assert rows == ["| `c1` | inconclusive (n = 3; 3 seed(s)) | contradicted (n = 24) | **moved** |"]
