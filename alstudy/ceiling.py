@@ -17,8 +17,9 @@ initialisation and training order depend only on (seed, "ceiling"), as the loop'
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,23 @@ def _example_arrays(model: torch.nn.Module, data: data_mod.Dataset, n: int,
             "pred": pred.numpy()}
 
 
+def _write_segmentation_examples(model: torch.nn.Module, data: data_mod.Dataset, out: Path,
+                                 n: int, device: torch.device) -> None:
+    arrays = _example_arrays(model, data, n, device)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".ceiling_examples.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out / "ceiling_examples.npz")
+
+
+#: Writer of a task's example predictions: ``(model, data, run folder, n, device)``.
+ExampleWriter = Callable[[torch.nn.Module, data_mod.Dataset, Path, int, torch.device], None]
+
+
 def run(params: dict[str, Any], *, data: data_mod.Dataset | None = None,
-        seeds: Sequence[int] | None = None, n_examples: int = 4) -> pd.DataFrame:
+        seeds: Sequence[int] | None = None, n_examples: int = 4, label: str = CEILING_LABEL,
+        train_seconds: bool = False,
+        example_writers: Mapping[str, ExampleWriter] | None = None) -> pd.DataFrame:
     """Train the run's model on the whole training pool and record its test metrics.
 
     Args:
@@ -73,6 +89,10 @@ def run(params: dict[str, Any], *, data: data_mod.Dataset | None = None,
         data: The already loaded dataset (default: loaded as :func:`alstudy.loop.run` loads it).
         seeds: Seeds of the ceiling models (default: the run's first seed only).
         n_examples: Test images whose predictions are stored (dense tasks; 0 = none).
+        label: Strategy label of the rows.
+        train_seconds: Also record the training time as metric ``train_seconds``.
+        example_writers: Per task, the writer of the first seed's example predictions
+            (default: segmentation's ``ceiling_examples.npz``).
 
     Returns:
         The tidy ceiling rows (also in ``<run_dir>/ceiling.csv``).
@@ -89,28 +109,31 @@ def run(params: dict[str, Any], *, data: data_mod.Dataset | None = None,
     if data is None:
         data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
                              max_train=p["max_train"], max_test=p["max_test"], **p["data_options"])
+    writers = example_writers
+    if writers is None:
+        writers = {"segmentation": _write_segmentation_examples}
     cfg = train_config(p)
     rows = []
     for i, seed in enumerate(seeds):
         torch.manual_seed(derive_seed(seed, "ceiling", "init-model"))
         model = models.build(p["model"], data.input_shape, data.num_classes or 1, **p["model_options"])
         torch.manual_seed(derive_seed(seed, "ceiling", "train"))
-        fit(model, data.x_train, data.y_train, cfg, task=data.task, device=device,
-            generator=torch.Generator().manual_seed(derive_seed(seed, "ceiling", "shuffle")))
+        gen = torch.Generator().manual_seed(derive_seed(seed, "ceiling", "shuffle"))
+        t0 = time.perf_counter()
+        fit(model, data.x_train, data.y_train, cfg, task=data.task, device=device, generator=gen)
+        train_s = time.perf_counter() - t0
         scores = evaluate(model, data.x_test, data.y_test, task=data.task,
                           batch_size=p["eval_batch_size"], device=device,
                           target_scale=float(data.meta.get("target_scale", 1.0)))
+        if train_seconds:
+            scores = {**scores, "train_seconds": train_s}
         for metric, value in scores.items():
             rows.append({"experiment": p["experiment"], "run_id": params_mod.run_id(p),
-                         "dataset": p["dataset"], "model": p["model"], "strategy": CEILING_LABEL,
+                         "dataset": p["dataset"], "model": p["model"], "strategy": label,
                          "seed": seed, "cycle": -1, "n_labeled": data.n_train, "metric": metric,
                          "value": value})
-        if i == 0 and n_examples > 0 and data.task == "segmentation":
-            arrays = _example_arrays(model, data, n_examples, device)
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / ".ceiling_examples.tmp.npz"
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(out / "ceiling_examples.npz")
+        if i == 0 and n_examples > 0 and data.task in writers:
+            writers[data.task](model, data, out, n_examples, device)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     atomic_write_csv(frame, out / "ceiling.csv")
     return frame

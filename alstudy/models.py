@@ -151,11 +151,24 @@ class VGG(ALModel):
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    """Residual unit of two 3×3 convolutions (ResNet; DRN's with ``dilation``):
+    ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, a 1×1 projection as the shortcut
+    when the stride or the channels change.
+
+    Args:
+        c_in: Input channels.
+        c_out: Output channels.
+        stride: Stride of the first convolution.
+        dilation: Dilation of both convolutions, or ``(d1, d2)`` for each (1 = ResNet).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1,
+                 dilation: int | tuple[int, int] = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        d1, d2 = (dilation, dilation) if isinstance(dilation, int) else dilation
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, padding=d1, dilation=d1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, padding=d2, dilation=d2, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ALModel
+from .models import ALModel, _BasicBlock
 
 __all__ = ["DRNBasicBlock", "DRNSegmenter", "DRN_D_22_UNITS"]
 
@@ -49,32 +49,8 @@ def _conv3x3(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Co
     return nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation, bias=False)
 
 
-class DRNBasicBlock(nn.Module):
-    """Residual unit of two 3×3 convolutions with dilations ``(d1, d2)``.
-
-    Args:
-        c_in: Input channels.
-        c_out: Output channels.
-        stride: Stride of the first convolution.
-        dilation: ``(d1, d2)`` of the two convolutions.
-    """
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, dilation: tuple[int, int] = (1, 1)):
-        super().__init__()
-        self.conv1 = _conv3x3(c_in, c_out, stride, dilation[0])
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = _conv3x3(c_out, c_out, 1, dilation[1])
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+#: DRN's residual unit: the ResNet basic block with dilations ``(d1, d2)``.
+DRNBasicBlock = _BasicBlock
 
 
 def _conv_level(c_in: int, c_out: int, convs: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,8 @@ from tqdm import tqdm
 from .metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
 from .optim import SAM
 
-__all__ = ["TrainConfig", "TrainingHook", "fit", "evaluate", "resolve_device", "crop_flip",
-           "OPTIMIZERS"]
+__all__ = ["TrainConfig", "TrainingHook", "fit", "train_epochs", "evaluate", "resolve_device",
+           "crop_flip", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "sgd", "sam", "asam")
 AUGMENTATIONS = ("none", "crop_flip", "ssd")  # ssd: detection only
@@ -189,6 +189,55 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
         return fit_detector(model, x, y, cfg, generator=generator, device=device, hook=hook)
     device = torch.device(device)
     generator = generator or torch.Generator().manual_seed(0)
+    augment = cfg.augment == "crop_flip" and x.dim() == 4
+    if augment and task == "segmentation":
+        raise ValueError("parameter 'augment' = 'crop_flip' shifts images only; segmentation "
+                         "needs the same transform on the targets: use augment 'none'")
+
+    def load(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        return (crop_flip(xb, generator) if augment else xb), yb
+
+    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor], epoch: int):
+        xb, yb = batch
+        if hook is None:
+            per = _task_loss(model(xb), yb, task)
+            return per.mean(), per.detach().sum(), torch.zeros((), device=device), len(xb)
+        out, blocks = model.intermediates(xb)
+        per = _task_loss(out, yb, task)
+        aux = hook.loss(out, blocks, yb, per, epoch)
+        return per.mean() + aux, per.detach().sum(), aux.detach(), len(xb)
+
+    return train_epochs(model, x.shape[0], cfg, load, batch_loss, generator=generator,
+                        device=device, hook=hook)
+
+
+def train_epochs(model: nn.Module, n: int, cfg: TrainConfig,
+                 load: Callable[[torch.Tensor], Any],
+                 batch_loss: Callable[[Any, int], tuple],
+                 *, generator: torch.Generator, device: torch.device,
+                 hook: TrainingHook | None = None, split: str | None = None) -> dict:
+    """The epoch / mini-batch loop of :func:`fit` (and of the detection trainer), in place.
+
+    Sets up the optimizer (model and hook parameters) and step schedule of ``cfg``; each epoch
+    shuffles the ``n`` examples with ``generator``, splits them by ``split`` (default
+    ``cfg.batch_split``) and takes one update per batch (two steps for SAM/ASAM).
+
+    Args:
+        model: The model (moved to ``device``, trained, left in eval mode).
+        n: Number of training examples.
+        cfg: Hyper-parameters.
+        load: Batch indices ``[b]`` -> the batch on ``device`` (augmented there if needed).
+        batch_loss: ``(batch, epoch)`` -> ``(loss to minimise, recorded task loss summed over
+            the batch's weight, auxiliary loss per unit of weight, weight)``.
+        generator: CPU generator for shuffling.
+        device: Where to train.
+        hook: Optional auxiliary module (see :class:`TrainingHook`), optimised with the model.
+        split: Batch split (``None`` = ``cfg.batch_split``; see :func:`batches`).
+
+    Returns:
+        ``{"loss": [task loss per unit of weight, per epoch], "aux_loss": [...]}``.
+    """
     model.to(device).train()
     params = list(model.parameters())
     if hook is not None:
@@ -199,46 +248,27 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
     opt = _make_optimizer(params, cfg)
     sched_opt = opt.base_optimizer if isinstance(opt, SAM) else opt
     sched = torch.optim.lr_scheduler.MultiStepLR(sched_opt, list(cfg.lr_milestones), cfg.lr_gamma)
-    n = x.shape[0]
     history: dict[str, list[float]] = {"loss": [], "aux_loss": []}
-    augment = cfg.augment == "crop_flip" and x.dim() == 4
-    if augment and task == "segmentation":
-        raise ValueError("parameter 'augment' = 'crop_flip' shifts images only; segmentation "
-                         "needs the same transform on the targets: use augment 'none'")
-
-    def batch_loss(xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if hook is None:
-            per = _task_loss(model(xb), yb, task)
-            return per.mean(), per.detach(), torch.zeros((), device=device)
-        out, blocks = model.intermediates(xb)
-        per = _task_loss(out, yb, task)
-        aux = hook.loss(out, blocks, yb, per, epoch)
-        return per.mean() + aux, per.detach(), aux.detach()
-
     for epoch in tqdm(range(cfg.epochs), desc="train", leave=False, disable=not cfg.progress):
         order = torch.randperm(n, generator=generator)
-        tot, tot_aux = 0.0, 0.0
-        for idx in batches(order, cfg.batch_size, cfg.batch_split):
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            if augment:
-                xb = crop_flip(xb, generator)
+        tot, tot_aux, seen = 0.0, 0.0, 0
+        for idx in batches(order, cfg.batch_size, split or cfg.batch_split):
+            batch = load(idx)
+            loss, recorded, aux, weight = batch_loss(batch, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
             if isinstance(opt, SAM):
-                loss, per, aux = batch_loss(xb, yb, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 opt.first_step(zero_grad=True)
-                batch_loss(xb, yb, epoch)[0].backward()
+                batch_loss(batch, epoch)[0].backward()
                 opt.second_step(zero_grad=True)
             else:
-                loss, per, aux = batch_loss(xb, yb, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 opt.step()
-            tot += float(per.sum())
-            tot_aux += float(aux) * len(idx)
+            tot += float(recorded)
+            tot_aux += float(aux) * weight
+            seen += weight
         sched.step()
-        history["loss"].append(tot / max(n, 1))
-        history["aux_loss"].append(tot_aux / max(n, 1))
+        history["loss"].append(tot / max(seen, 1))
+        history["aux_loss"].append(tot_aux / max(seen, 1))
     model.eval()
     return history
 

@@ -117,6 +117,15 @@ def timed(fn, repeats, warm=None):
     return wall, cpu
 
 
+def write_results(results, path):
+    """Add the load average at the end to ``results`` and write them to ``path`` as JSON."""
+    results["load_average_at_end"] = os.getloadavg()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print("wrote", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="candidates scored")
@@ -164,11 +173,7 @@ def main():
                       f"{w / fw:.2f}x floor (cpu {c / fc:.2f}x); max rel diff {rel:.1e}", flush=True)
             case[pert] = row
         results["cases"][name] = case
-    results["load_average_at_end"] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print("wrote", args.out)
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ Writes benchmarks/results/saal_detection.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(HERE)  # the sibling benchmark bench_saal
 
 import torch  # noqa: E402
 
@@ -38,18 +37,7 @@ from alstudy.detection.acquisition import (perturbed_detection_losses,  # noqa: 
                                            perturbed_detection_losses_loop, pseudo_box_loss,
                                            pseudo_boxes, pseudo_targets)
 from alstudy.train import TrainConfig, fit  # noqa: E402
-
-
-def timed(fn, repeats, warm=None):
-    """Minimum wall and CPU seconds over ``repeats`` runs of ``fn`` after one run of ``warm``."""
-    (warm or fn)()
-    wall, cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - w0)
-        cpu = min(cpu, time.process_time() - c0)
-    return wall, cpu
+from bench_saal import timed, write_results  # noqa: E402
 
 
 def floor(model, x, targets, batch=64):
@@ -109,11 +97,7 @@ def main():
         print(f"{corr:8s} floor {fw:.2f} s | loop {lw * scale:.2f} s | batched {bw:.2f} s "
               f"({lw * scale / bw:.1f}x faster than the loop, {bw / fw:.1f}x the floor; cpu "
               f"{lc * scale / bc:.1f}x) | max rel diff {rel:.1e}", flush=True)
-    results["load_average_at_end"] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print("wrote", args.out)
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,15 @@ the example figure can be redrawn from the run folder alone.
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from .. import ceiling as full_data
 from .. import data as data_mod
-from .. import loop, models, params as params_mod
-from ..results import COLUMNS, atomic_write_csv
-from ..train import evaluate, fit, resolve_device
+from ..results import atomic_write_csv
 
 __all__ = ["CEILING_LABEL", "train_ceiling", "read_ceiling", "read_examples", "ceiling_fraction"]
 
@@ -36,8 +33,10 @@ def train_ceiling(params: dict[str, Any], *, data: data_mod.Dataset | None = Non
                   seed: int | None = None, examples: int = 8) -> pd.DataFrame:
     """Train the run's model once on every training example and evaluate it on the test set.
 
-    Same model, optimizer, epochs, batch size and augmentation as every AL cycle of the run;
-    the model initialisation and shuffling are seeded by ``(seed, "ceiling")``.
+    :func:`alstudy.ceiling.run` with this module's label, the training time and, for
+    detection, the example detections. Same model, optimizer, epochs, batch size and
+    augmentation as every AL cycle of the run; the model initialisation and shuffling are
+    seeded by ``(seed, "ceiling")``.
 
     Args:
         params: The run's parameters (validated here).
@@ -48,41 +47,12 @@ def train_ceiling(params: dict[str, Any], *, data: data_mod.Dataset | None = Non
     Returns:
         Tidy rows (``COLUMNS``): the test metrics and ``train_seconds`` (also ``ceiling.csv``).
     """
-    p = params_mod.validate(params)
-    out = loop.run_dir(p)
-    path = out / "ceiling.csv"
-    if path.exists():
-        return pd.read_csv(path)
-    if p["threads"]:
-        torch.set_num_threads(p["threads"])
-    if data is None:
-        data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
-                             max_train=p["max_train"], max_test=p["max_test"])
-    seed = p["seeds"][0] if seed is None else seed
-    device = resolve_device(p["device"])
-    torch.manual_seed(loop.derive_seed(seed, "ceiling", "init-model"))
-    model = models.build(p["model"], data.input_shape, data.num_classes or 1, **p["model_options"])
-    torch.manual_seed(loop.derive_seed(seed, "ceiling", "train"))
-    gen = torch.Generator().manual_seed(loop.derive_seed(seed, "ceiling", "shuffle"))
-    t0 = time.perf_counter()
-    fit(model, data.x_train, data.y_train, loop.train_config(p), task=data.task, device=device,
-        generator=gen)
-    train_s = time.perf_counter() - t0
-    scores = evaluate(model, data.x_test, data.y_test, task=data.task,
-                      batch_size=p["eval_batch_size"], device=device,
-                      target_scale=float(data.meta.get("target_scale", 1.0)))
-    base = {"experiment": p["experiment"], "run_id": params_mod.run_id(p), "dataset": p["dataset"],
-            "model": p["model"], "strategy": CEILING_LABEL, "seed": seed, "cycle": -1,
-            "n_labeled": data.n_train}
-    frame = pd.DataFrame([{**base, "metric": k, "value": v}
-                          for k, v in [*scores.items(), ("train_seconds", train_s)]], columns=COLUMNS)
-    if data.task == "detection" and examples > 0:
-        _write_examples(model, data, out, examples)
-    atomic_write_csv(frame, path)
-    return frame
+    return full_data.run(params, data=data, seeds=None if seed is None else [seed],
+                         n_examples=examples, label=CEILING_LABEL, train_seconds=True,
+                         example_writers={"detection": _write_examples})
 
 
-def _write_examples(model, data: data_mod.Dataset, out: Path, n: int) -> None:
+def _write_examples(model, data: data_mod.Dataset, out: Path, n: int, device=None) -> None:
     from .train import predict_detections
 
     n = min(n, data.x_test.shape[0])
@@ -106,10 +76,8 @@ def _write_examples(model, data: data_mod.Dataset, out: Path, n: int) -> None:
     tmp.replace(out / "examples_images.npz")
 
 
-def read_ceiling(run_dir: str | Path) -> pd.DataFrame:
-    """``ceiling.csv`` of a run folder (empty frame when absent)."""
-    path = Path(run_dir) / "ceiling.csv"
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+#: ``ceiling.csv`` of a run folder (empty frame when absent).
+read_ceiling = full_data.read
 
 
 def read_examples(run_dir: str | Path):

@@ -21,7 +21,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .boxes import BoxTargets, iou
 from .loss import match_targets, multibox_loss_matched
@@ -124,74 +123,43 @@ def fit_detector(model: torch.nn.Module, x: torch.Tensor, y: BoxTargets, cfg, *,
     Raises:
         ValueError: An augmentation other than ``none``/``ssd``.
     """
-    from ..optim import SAM
-    from ..train import _make_optimizer
+    from ..train import train_epochs
 
     if cfg.augment not in DETECTION_AUGMENTATIONS:
         raise ValueError(f"augment = {cfg.augment!r} does not apply to detection; allowed: "
                          f"{list(DETECTION_AUGMENTATIONS)}")
     device = torch.device(device)
     generator = generator or torch.Generator().manual_seed(0)
-    model.to(device).train()
-    params = list(model.parameters())
-    if hook is not None:
-        if hasattr(hook, "setup"):
-            hook.setup(cfg)
-        hook.module.to(device).train()
-        params += list(hook.module.parameters())
-    opt = _make_optimizer(params, cfg)
-    sched_opt = opt.base_optimizer if isinstance(opt, SAM) else opt
-    sched = torch.optim.lr_scheduler.MultiStepLR(sched_opt, list(cfg.lr_milestones), cfg.lr_gamma)
     priors = model.priors
     lists = y.lists(keep_difficult=False)
     augment = cfg.augment == "ssd"
     matched = None
     if not augment:  # fixed targets: match once
         matched = [t.cpu() for t in match_targets(lists, priors.cpu())]  # [N, P, 4], [N, P]
-    n = x.shape[0]
-    history: dict[str, list[float]] = {"loss": [], "aux_loss": []}
 
-    def batch_loss(xb, loc_t, conf_t, epoch):
+    def load(idx):
+        if augment:
+            xb, tb = ssd_augment(x[idx], [lists[int(i)] for i in idx], generator)
+            loc_t, conf_t = match_targets(tb, priors.cpu())
+        else:
+            xb, loc_t, conf_t = x[idx], matched[0][idx], matched[1][idx]
+        return xb.to(device), loc_t.to(device), conf_t.to(device)
+
+    def batch_loss(batch, epoch):  # recorded per batch: the batch's mean loss, weight 1
+        xb, loc_t, conf_t = batch
         if hook is None:
             loc, conf = model(xb)
             res = multibox_loss_matched(loc, conf, loc_t, conf_t)
-            return res.total, torch.zeros((), device=device)
+            return res.total, res.total.detach(), torch.zeros((), device=device), 1
         out, blocks = model.intermediates(xb)
         res = multibox_loss_matched(out[0], out[1], loc_t, conf_t)
         aux = hook.loss(out, blocks, None, res.per_image, epoch)
-        return res.total + aux, aux.detach()
+        loss = res.total + aux
+        return loss, loss.detach(), aux.detach(), 1
 
-    for epoch in tqdm(range(cfg.epochs), desc="train", leave=False, disable=not cfg.progress):
-        order = torch.randperm(n, generator=generator)
-        tot, tot_aux, batches = 0.0, 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            if augment:
-                xb, tb = ssd_augment(x[idx], [lists[int(i)] for i in idx], generator)
-                loc_t, conf_t = match_targets(tb, priors.cpu())
-            else:
-                xb, loc_t, conf_t = x[idx], matched[0][idx], matched[1][idx]
-            xb, loc_t, conf_t = xb.to(device), loc_t.to(device), conf_t.to(device)
-            if isinstance(opt, SAM):
-                loss, aux = batch_loss(xb, loc_t, conf_t, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.first_step(zero_grad=True)
-                batch_loss(xb, loc_t, conf_t, epoch)[0].backward()
-                opt.second_step(zero_grad=True)
-            else:
-                loss, aux = batch_loss(xb, loc_t, conf_t, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            tot += float(loss.detach())
-            tot_aux += float(aux)
-            batches += 1
-        sched.step()
-        history["loss"].append(tot / max(batches, 1))
-        history["aux_loss"].append(tot_aux / max(batches, 1))
-    model.eval()
-    return history
+    # full batches, then the remainder (the detection loop does not apply cfg.batch_split)
+    return train_epochs(model, x.shape[0], cfg, load, batch_loss, generator=generator,
+                        device=device, hook=hook, split="last_partial")
 
 
 @torch.no_grad()

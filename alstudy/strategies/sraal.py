@@ -55,14 +55,12 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..models import model_device, predict
-from ..selection import topk
+from ..models import predict
 from ._seeding import draw_seed, seeded
-from .base import Strategy, boolean, check_budget, choice, integer, number, register
-from .vaal import VAE, Discriminator, _conv_ok, _Cycler, _elbo_terms
+from .base import boolean, choice, integer, number, register
+from .vaal import VAE, Discriminator, _AdversarialStrategy, train_adversarial
 
 __all__ = ["uncertainty_indicator", "train_sraal", "SRAAL"]
 
@@ -139,74 +137,16 @@ def train_sraal(vae: VAE, disc: Discriminator, classifier: nn.Module, x_lab: tor
         Per-iteration means: ``{"reconstruction", "kl", "label", "adversarial",
         "discriminator"}``.
     """
-    device = torch.device(device)
-    for net in (vae, disc, classifier):
-        net.to(device).train()
-    gen_params = list(vae.parameters()) + list(classifier.parameters())
-    opt_g = torch.optim.Adam(gen_params, lr=lr)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr)
-    lab, unl = _Cycler(len(x_lab), batch_size, generator), _Cycler(len(x_unl), batch_size, generator)
-    period = max(1, steps // lr_decays) if lr_decays else 0
-    split = vae.decode_dims
-    hist: dict[str, list[float]] = {k: [] for k in ("reconstruction", "kl", "label",
-                                                    "adversarial", "discriminator")}
-
-    def draw():
-        il, iu = lab.next(), unl.next()
-        return (x_lab[il].to(device), y_lab[il].to(device), x_unl[iu].to(device),
-                state_unl[iu].to(device, torch.float32))
-
-    for it in range(steps):
-        if period and it and it % period == 0:
-            for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
-                    group["lr"] *= lr_decay
-        xl, yl, xu, su = draw()  # [b, ...], [b], [b', ...], [b']
-        rec = kl = lab_loss = adv = 0.0
-        for k in range(vae_steps):
-            if k and fresh_batches:
-                xl, yl, xu, su = draw()
-            mu_l, lv_l = vae.encode(xl)
-            z_l = vae.sample(mu_l, lv_l)  # [b, latent]
-            mu_u, lv_u = vae.encode(xu)
-            z_u = vae.sample(mu_u, lv_u)
-            mse_l, kl_l = _elbo_terms(xl, vae.decode(z_l), mu_l, lv_l)
-            mse_u, kl_u = _elbo_terms(xu, vae.decode(z_u), mu_u, lv_u)
-            ce = F.cross_entropy(classifier(z_l[:, split:]), yl)
-            d_l, d_u = disc(mu_l), disc(mu_u)
-            l_adv = (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
-                     + F.binary_cross_entropy_with_logits(d_u, torch.ones_like(d_u)))
-            loss = (reconstruction_weight * (mse_l + mse_u) + beta * (kl_l + kl_u)
-                    + label_weight * ce + adversary_weight * l_adv)
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            rec += float((mse_l + mse_u).detach()) / vae_steps
-            kl += float((kl_l + kl_u).detach()) / vae_steps
-            lab_loss += float(ce.detach()) / vae_steps
-            adv += float(l_adv.detach()) / vae_steps
-        dsc = 0.0
-        for k in range(adv_steps):
-            if k and fresh_batches:
-                xl, yl, xu, su = draw()
-            with torch.no_grad():
-                mu_l, mu_u = vae.encode(xl)[0], vae.encode(xu)[0]
-            d_l, d_u = disc(mu_l), disc(mu_u)
-            l_d = (F.binary_cross_entropy_with_logits(d_l, torch.zeros_like(d_l))
-                   + F.binary_cross_entropy_with_logits(d_u, su))
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-            dsc += float(l_d.detach()) / adv_steps
-        for key, val in zip(hist, (rec, kl, lab_loss, adv, dsc)):
-            hist[key].append(val)
-    for net in (vae, disc, classifier):
-        net.eval()
-    return hist
+    return train_adversarial(
+        vae, disc, x_lab, x_unl, steps=steps, batch_size=batch_size, vae_steps=vae_steps,
+        adv_steps=adv_steps, lr=lr, beta=beta, adversary_weight=adversary_weight,
+        reconstruction_weight=reconstruction_weight, labeled_state=0.0, state_unl=state_unl,
+        classifier=classifier, y_lab=y_lab, label_weight=label_weight, lr_decay=lr_decay,
+        lr_decays=lr_decays, fresh_batches=fresh_batches, generator=generator, device=device)
 
 
 @register
-class SRAAL(Strategy):
+class SRAAL(_AdversarialStrategy):
     """Pick the candidates a label-aware VAE + state discriminator judge most "unlabeled"."""
 
     name = "sraal"
@@ -248,12 +188,6 @@ class SRAAL(Strategy):
         self.classifier: nn.Module | None = None
         self.states: torch.Tensor | None = None
         self.history: dict[str, list[float]] = {}
-
-    def _architecture(self, input_shape) -> str:
-        arch = self.opts["architecture"]
-        if arch == "auto":
-            return "conv" if _conv_ok(input_shape) else "mlp"
-        return arch
 
     def relabel(self, model, x: torch.Tensor) -> torch.Tensor:
         """Relabelled states ind(x) ``[M]`` (float64) from the task model's softmax.
@@ -328,40 +262,7 @@ class SRAAL(Strategy):
         Raises:
             ValueError: If the networks have not been trained.
         """
-        if self.vae is None or self.discriminator is None:
-            raise ValueError("strategy 'sraal' must train its networks first (select() does, or "
-                             "call train_networks())")
-        device = model_device(self.vae)
-        bs = self.opts["batch_size"]
-        out = [torch.sigmoid(self.discriminator(self.vae.encode(x[s : s + bs].to(device))[0])).cpu()
-               for s in range(0, x.shape[0], bs)]  # [B] each
-        return torch.cat(out).double()  # [M]
+        return self._state_probability(x).double()  # [M]
 
-    def select(self, model, data, pool, budget, generator, context=None) -> torch.Tensor:
-        """Train SRAAL on the pool and pick the candidates of highest predicted state.
-
-        Args:
-            model: Trained task model (the uncertainty indicator).
-            data: The dataset.
-            pool: Labeled / unlabeled bookkeeping (all unlabeled data trains the networks).
-            budget: Number of examples to select.
-            generator: CPU generator (candidate subset, then the training seed).
-            context: Optional; its ``device`` is used for training.
-
-        Returns:
-            LongTensor ``[budget]`` of training-set indices, highest state first.
-
-        Raises:
-            ValueError: Regression data, an empty labeled or unlabeled set, or a budget above
-                the number of candidates.
-        """
-        self.check_task(data.task)
-        labeled, unlabeled = pool.labeled, pool.unlabeled
-        if labeled.numel() == 0 or unlabeled.numel() == 0:
-            raise ValueError("strategy 'sraal' needs both labeled and unlabeled examples to train "
-                             "its discriminator; set initial_size >= 1")
-        cands = self.candidate_indices(pool, generator)  # [M]
-        check_budget(budget, cands.numel())
-        device = context.device if context is not None else model_device(model)
+    def _train(self, model, data, labeled, unlabeled, generator, device) -> None:
         self.train_networks(model, data, labeled, unlabeled, generator, device)
-        return cands[topk(self.score(model, data.x_train[cands]), budget)]

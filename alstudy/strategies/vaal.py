@@ -44,7 +44,7 @@ from ..selection import topk
 from ._seeding import draw_seed, seeded
 from .base import Strategy, boolean, check_budget, choice, integer, number, register
 
-__all__ = ["VAE", "Discriminator", "train_vaal", "VAAL"]
+__all__ = ["VAE", "Discriminator", "train_adversarial", "train_vaal", "VAAL"]
 
 
 def _conv_ok(shape: Sequence[int]) -> bool:
@@ -167,6 +167,127 @@ class _Cycler:
         return idx
 
 
+def _vae_pass(vae: VAE, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Encode, draw and decode x: ``(z, μ, MSE, KL)``, z and μ ``[B, latent_dim]``."""
+    mu, logvar = vae.encode(x)
+    z = vae.sample(mu, logvar)
+    mse, kl = _elbo_terms(x, vae.decode(z), mu, logvar)
+    return z, mu, mse, kl
+
+
+def train_adversarial(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.Tensor, *,
+                      steps: int, batch_size: int = 64, vae_steps: int = 2, adv_steps: int = 1,
+                      lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0,
+                      reconstruction_weight: float = 1.0, labeled_state: float = 1.0,
+                      state_unl: torch.Tensor | None = None, classifier: nn.Module | None = None,
+                      y_lab: torch.Tensor | None = None, label_weight: float = 1.0,
+                      lr_decay: float = 1.0, lr_decays: int = 0, fresh_batches: bool = False,
+                      generator: torch.Generator, device: torch.device | str = "cpu"
+                      ) -> dict[str, list[float]]:
+    """Alternate generator and discriminator updates of VAAL (Eqs. 3-4) and SRAAL.
+
+    Generator step on a labeled batch x_L and an unlabeled batch x_U:
+    L_G = w_rec (MSE_L + MSE_U) + β (KL_L + KL_U) [+ w_lab CE(classifier(z_L), y_L)]
+    + λ_adv [BCE(D(μ_L), 1) + BCE(D(μ_U), 1)]; discriminator step on
+    L_D = BCE(D(μ_L), s_L) + BCE(D(μ_U), s_U), with labeled state s_L = ``labeled_state`` and
+    unlabeled states s_U from ``state_unl`` (default 1 − s_L).
+
+    Args:
+        vae: The VAE (trained in place).
+        disc: The discriminator on μ (trained in place).
+        x_lab: Labeled inputs ``[L, ...]``.
+        x_unl: Unlabeled inputs ``[U, ...]``.
+        steps: Iterations (each: ``vae_steps`` generator updates, ``adv_steps`` D updates).
+        batch_size: Labeled and unlabeled batch size.
+        vae_steps: Generator updates per iteration.
+        adv_steps: Discriminator updates per iteration.
+        lr: Initial Adam learning rate of both optimisers.
+        beta: β, KL weight.
+        adversary_weight: λ_adv, weight of the adversarial term.
+        reconstruction_weight: w_rec, weight of the reconstruction MSE.
+        labeled_state: Discriminator target of labeled codes.
+        state_unl: Discriminator targets ``[U]`` of the unlabeled codes (``None``: 1 − s_L).
+        classifier: Optional target learner on the latent coordinates after the decoder's
+            ``decode_dims``, trained with the generator on the labeled labels.
+        y_lab: Labels ``[L]`` (with ``classifier``).
+        label_weight: w_lab, weight of the classifier's cross-entropy.
+        lr_decay: Factor applied to both learning rates at each decay point.
+        lr_decays: Decay points, every ``max(1, steps // lr_decays)`` iterations (0 = none).
+        fresh_batches: Draw a new batch for every update after the first of an iteration (the
+            last batch also trains D); ``False`` runs all updates of an iteration on one batch.
+        generator: CPU generator for the batches (the reparameterisation noise uses the global
+            RNG, seeded by the caller).
+        device: Where to train.
+
+    Returns:
+        Per-iteration means: ``{"reconstruction", "kl", ["label",] "adversarial",
+        "discriminator"}``.
+    """
+    device = torch.device(device)
+    trained = [vae] + ([] if classifier is None else [classifier])  # by the generator loss
+    nets = trained + [disc]
+    for net in nets:
+        net.to(device).train()
+    opt_g = torch.optim.Adam([p for net in trained for p in net.parameters()], lr=lr)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr)
+    lab, unl = _Cycler(len(x_lab), batch_size, generator), _Cycler(len(x_unl), batch_size, generator)
+    period = max(1, steps // lr_decays) if lr_decays else 0
+    terms = ["reconstruction", "kl"] + ([] if classifier is None else ["label"]) + ["adversarial"]
+    hist: dict[str, list[float]] = {k: [] for k in terms + ["discriminator"]}
+
+    def draw():
+        il, iu = lab.next(), unl.next()
+        yl = None if classifier is None else y_lab[il].to(device)
+        su = None if state_unl is None else state_unl[iu].to(device, torch.float32)
+        return x_lab[il].to(device), yl, x_unl[iu].to(device), su  # [b, ...], [b], [b', ...], [b']
+
+    for it in range(steps):
+        if period and it and it % period == 0:
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] *= lr_decay
+        xl, yl, xu, su = draw()
+        acc = dict.fromkeys(terms, 0.0)
+        for k in range(vae_steps):
+            if k and fresh_batches:
+                xl, yl, xu, su = draw()
+            z_l, mu_l, mse_l, kl_l = _vae_pass(vae, xl)
+            _, mu_u, mse_u, kl_u = _vae_pass(vae, xu)
+            step = {"reconstruction": mse_l + mse_u, "kl": kl_l + kl_u}
+            loss = reconstruction_weight * step["reconstruction"] + beta * step["kl"]
+            if classifier is not None:
+                step["label"] = F.cross_entropy(classifier(z_l[:, vae.decode_dims :]), yl)
+                loss = loss + label_weight * step["label"]
+            d_l, d_u = disc(mu_l), disc(mu_u)
+            step["adversarial"] = (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
+                                   + F.binary_cross_entropy_with_logits(d_u, torch.ones_like(d_u)))
+            loss = loss + adversary_weight * step["adversarial"]
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+            for key in terms:
+                acc[key] += float(step[key].detach()) / vae_steps
+        dsc = 0.0
+        for k in range(adv_steps):
+            if k and fresh_batches:
+                xl, yl, xu, su = draw()
+            with torch.no_grad():
+                mu_l, mu_u = vae.encode(xl)[0], vae.encode(xu)[0]
+            d_l, d_u = disc(mu_l), disc(mu_u)
+            t_u = torch.full_like(d_u, 1.0 - labeled_state) if su is None else su
+            l_d = (F.binary_cross_entropy_with_logits(d_l, torch.full_like(d_l, labeled_state))
+                   + F.binary_cross_entropy_with_logits(d_u, t_u))
+            opt_d.zero_grad(set_to_none=True)
+            l_d.backward()
+            opt_d.step()
+            dsc += float(l_d.detach()) / adv_steps
+        for key, val in zip(hist, list(acc.values()) + [dsc]):
+            hist[key].append(val)
+    for net in nets:
+        net.eval()
+    return hist
+
+
 def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.Tensor, *,
                steps: int, batch_size: int = 64, vae_steps: int = 2, adv_steps: int = 1,
                lr: float = 5e-4, beta: float = 1.0, adversary_weight: float = 1.0,
@@ -196,59 +317,76 @@ def train_vaal(vae: VAE, disc: Discriminator, x_lab: torch.Tensor, x_unl: torch.
     Returns:
         Per-iteration means: ``{"reconstruction", "kl", "adversarial", "discriminator"}``.
     """
-    device = torch.device(device)
-    vae.to(device).train()
-    disc.to(device).train()
-    opt_v = torch.optim.Adam(vae.parameters(), lr=lr)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr)
-    lab, unl = _Cycler(len(x_lab), batch_size, generator), _Cycler(len(x_unl), batch_size, generator)
-    hist: dict[str, list[float]] = {"reconstruction": [], "kl": [], "adversarial": [],
-                                    "discriminator": []}
-    def draw() -> tuple[torch.Tensor, torch.Tensor]:
-        return x_lab[lab.next()].to(device), x_unl[unl.next()].to(device)  # [b, ...], [b', ...]
+    return train_adversarial(vae, disc, x_lab, x_unl, steps=steps, batch_size=batch_size,
+                             vae_steps=vae_steps, adv_steps=adv_steps, lr=lr, beta=beta,
+                             adversary_weight=adversary_weight, fresh_batches=fresh_batches,
+                             generator=generator, device=device)
 
-    for _ in range(steps):
-        xl, xu = draw()
-        rec = kl = adv = 0.0
-        for k in range(vae_steps):
-            if k and fresh_batches:
-                xl, xu = draw()
-            recon_l, mu_l, logvar_l = vae(xl)
-            recon_u, mu_u, logvar_u = vae(xu)
-            mse_l, kl_l = _elbo_terms(xl, recon_l, mu_l, logvar_l)
-            mse_u, kl_u = _elbo_terms(xu, recon_u, mu_u, logvar_u)
-            d_l, d_u = disc(mu_l), disc(mu_u)
-            l_adv = (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
-                     + F.binary_cross_entropy_with_logits(d_u, torch.ones_like(d_u)))
-            loss = mse_l + mse_u + beta * (kl_l + kl_u) + adversary_weight * l_adv
-            opt_v.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_v.step()
-            rec += float((mse_l + mse_u).detach()) / vae_steps
-            kl += float((kl_l + kl_u).detach()) / vae_steps
-            adv += float(l_adv.detach()) / vae_steps
-        dsc = 0.0
-        for k in range(adv_steps):
-            if k and fresh_batches:
-                xl, xu = draw()
-            with torch.no_grad():
-                mu_l, mu_u = vae.encode(xl)[0], vae.encode(xu)[0]
-            d_l, d_u = disc(mu_l), disc(mu_u)
-            l_d = (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
-                   + F.binary_cross_entropy_with_logits(d_u, torch.zeros_like(d_u)))
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-            dsc += float(l_d.detach()) / adv_steps
-        for key, val in zip(hist, (rec, kl, adv, dsc)):
-            hist[key].append(val)
-    vae.eval()
-    disc.eval()
-    return hist
+
+class _AdversarialStrategy(Strategy):
+    """Shared part of VAAL and SRAAL: architecture choice, scoring by D(μ(x)) and selection
+    (subclasses define :meth:`_train` and the sign of :meth:`score`)."""
+
+    def _architecture(self, input_shape) -> str:
+        arch = self.opts["architecture"]
+        if arch == "auto":
+            return "conv" if _conv_ok(input_shape) else "mlp"
+        return arch
+
+    def _train(self, model, data, labeled: torch.Tensor, unlabeled: torch.Tensor,
+               generator: torch.Generator, device: torch.device | str) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _state_probability(self, x: torch.Tensor) -> torch.Tensor:
+        """D(μ(x)) ``[M]`` in batches of ``batch_size``.
+
+        Raises:
+            ValueError: If the VAE and discriminator have not been trained.
+        """
+        if self.vae is None or self.discriminator is None:
+            raise ValueError(f"strategy {self.name!r} must train its VAE and discriminator "
+                             f"first (select() does, or call train_networks())")
+        device = model_device(self.vae)
+        self.vae.eval()
+        self.discriminator.eval()
+        bs = self.opts["batch_size"]
+        out = [torch.sigmoid(self.discriminator(self.vae.encode(x[s : s + bs].to(device))[0])).cpu()
+               for s in range(0, x.shape[0], bs)]  # [B] each
+        return torch.cat(out)  # [M]
+
+    def select(self, model, data, pool, budget, generator, context=None) -> torch.Tensor:
+        """Train the networks on the pool and pick the candidates of highest :meth:`score`.
+
+        Args:
+            model: Task model (its device is used when no context is given).
+            data: The dataset.
+            pool: Labeled / unlabeled bookkeeping (all unlabeled data trains the networks).
+            budget: Number of examples to select.
+            generator: CPU generator (candidate subset, then the training seed).
+            context: Optional; its ``device`` is used for training.
+
+        Returns:
+            LongTensor ``[budget]`` of training-set indices, best first.
+
+        Raises:
+            ValueError: An unsupported task, an empty labeled or unlabeled set, or a budget
+                above the number of candidates.
+        """
+        self.check_task(data.task)
+        labeled, unlabeled = pool.labeled, pool.unlabeled
+        if labeled.numel() == 0 or unlabeled.numel() == 0:
+            raise ValueError(f"strategy {self.name!r} needs both labeled and unlabeled examples "
+                             f"to train its discriminator; set initial_size >= 1")
+        cands = self.candidate_indices(pool, generator)  # [M]
+        check_budget(budget, cands.numel())
+        device = context.device if context is not None else model_device(model)
+        self._train(model, data, labeled, unlabeled, generator, device)
+        return cands[topk(self.score(model, data.x_train[cands]), budget, label=self.label)]
 
 
 @register
-class VAAL(Strategy):
+class VAAL(_AdversarialStrategy):
     """Pick the candidates a VAE + discriminator judge least likely to be labeled."""
 
     name = "vaal"
@@ -276,12 +414,6 @@ class VAAL(Strategy):
         self.vae: VAE | None = None
         self.discriminator: Discriminator | None = None
         self.history: dict[str, list[float]] = {}
-
-    def _architecture(self, input_shape) -> str:
-        arch = self.opts["architecture"]
-        if arch == "auto":
-            return "conv" if _conv_ok(input_shape) else "mlp"
-        return arch
 
     def train_networks(self, data, labeled: torch.Tensor, unlabeled: torch.Tensor,
             generator: torch.Generator, device: torch.device | str = "cpu") -> dict[str, list[float]]:
@@ -327,42 +459,7 @@ class VAAL(Strategy):
         Raises:
             ValueError: If the VAE and discriminator have not been trained.
         """
-        if self.vae is None or self.discriminator is None:
-            raise ValueError("strategy 'vaal' must train its VAE and discriminator first "
-                             "(select() does, or call train_networks())")
-        device = model_device(self.vae)
-        self.vae.eval()
-        self.discriminator.eval()
-        bs = self.opts["batch_size"]
-        out = [torch.sigmoid(self.discriminator(self.vae.encode(x[s : s + bs].to(device))[0])).cpu()
-               for s in range(0, x.shape[0], bs)]  # [B] each
-        return -torch.cat(out).double()  # [M]
+        return -self._state_probability(x).double()  # [M]
 
-    def select(self, model, data, pool, budget, generator, context=None) -> torch.Tensor:
-        """Train VAAL on the pool and pick the least "labeled-looking" candidates.
-
-        Args:
-            model: Task model (only its device is used when no context is given).
-            data: The dataset.
-            pool: Labeled / unlabeled bookkeeping (all unlabeled data trains the VAE).
-            budget: Number of examples to select.
-            generator: CPU generator (candidate subset, then the training seed).
-            context: Optional; its ``device`` is used for training.
-
-        Returns:
-            LongTensor ``[budget]`` of training-set indices, lowest D first.
-
-        Raises:
-            ValueError: Regression data, an empty labeled set, or a budget above the number
-                of candidates.
-        """
-        self.check_task(data.task)
-        labeled, unlabeled = pool.labeled, pool.unlabeled
-        if labeled.numel() == 0 or unlabeled.numel() == 0:
-            raise ValueError("strategy 'vaal' needs both labeled and unlabeled examples to train "
-                             "its discriminator; set initial_size >= 1")
-        cands = self.candidate_indices(pool, generator)  # [M]
-        check_budget(budget, cands.numel())
-        device = context.device if context is not None else model_device(model)
+    def _train(self, model, data, labeled, unlabeled, generator, device) -> None:
         self.train_networks(data, labeled, unlabeled, generator, device)
-        return cands[topk(self.score(model, data.x_train[cands]), budget, label=self.label)]
