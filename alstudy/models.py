@@ -264,9 +264,7 @@ MODELS: dict[str, type[ALModel]] = {
     "ssd": SSD,  # detector: features = source maps, head = box/class convolutions
 }
 
-from .models_drn import DRNSegmenter  # noqa: E402 - subclasses ALModel, defined above
-
-MODELS["drn_d_22"] = DRNSegmenter
+from . import models_drn  # noqa: E402,F401 - registers "drn_d_22" (subclasses ALModel, defined above)
 
 
 def model_options(name: str) -> dict[str, object]:

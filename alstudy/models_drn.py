@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ALModel, _BasicBlock
+from .models import MODELS, ALModel, _BasicBlock
 
 __all__ = ["DRNBasicBlock", "DRNSegmenter", "DRN_D_22_UNITS"]
 
@@ -139,3 +139,6 @@ class DRNSegmenter(ALModel):
             if i in (3, 4, 6, 8):
                 blocks.append(x)
         return self._upsample(self.head(x), size), blocks
+
+
+MODELS["drn_d_22"] = DRNSegmenter
