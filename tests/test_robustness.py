@@ -65,7 +65,7 @@ def _run(root, name, split, *, dip, advantage, seed_count=10, lr=0.001):
 
 def test_check_flags_a_verdict_that_rests_on_short_batches(tmp_path):
     paper = _run(tmp_path, "paper-split", "last_partial", dip=0.3, advantage=0.02)
-    equal = _run(tmp_path, "equal-split", "equal", dip=-0.02, advantage=0.02)  # NS better everywhere
+    equal = _run(tmp_path, "equal-split", "equal", dip=-0.02, advantage=0.02, seed_count=8)  # NS better everywhere
     _run(tmp_path, "other-lr", "equal", dip=0.0, advantage=0.0, lr=0.01)  # differs in lr: not a sibling
     assert sibling_runs(paper, {"batch_split": "equal"}) == [equal]
     assert sibling_runs(equal, {"batch_split": "last_partial"}) == [paper]

@@ -214,6 +214,8 @@ def _matching_runs(run_dir: Path, free: set[str]) -> list[Path]:
 def sibling_runs(run_dir: str | Path, differ: Mapping[str, Any]) -> list[Path]:
     """Stored runs of the same experiment with ``run_dir``'s parameters but ``differ``'s values.
 
+    The seed lists may differ (a sibling may hold fewer seeds; each verdict carries its own n).
+
     Args:
         run_dir: A run folder.
         differ: ``{key: value}`` the sibling has instead (e.g. ``{"batch_split": "equal"}``).
@@ -222,7 +224,7 @@ def sibling_runs(run_dir: str | Path, differ: Mapping[str, Any]) -> list[Path]:
         Matching run folders, sorted by name (empty when none is stored).
     """
     base = defaults()
-    return [s for s in _matching_runs(Path(run_dir), set(differ))
+    return [s for s in _matching_runs(Path(run_dir), set(differ) | {"seeds"})
             if all(_same({**base, **_params(s)}.get(k), v) for k, v in differ.items())]
 
 
