@@ -77,15 +77,18 @@ def test_check_flags_a_verdict_that_rests_on_short_batches(tmp_path):
     # ... without them NS leads, and the sibling run with equal batches agrees with that
     assert row["dropped_sizes"] == [100, 200]
     assert row["dropped_verdict"] == "reproduced" and row["dropped_diff"] > 0
-    assert row["other_run"] == "equal-split" and row["other_verdict"] == "reproduced"
-    assert bool(row["hinges"])
+    # both runs judged on their 8 shared seeds: the paper split still contradicts, equal reproduces
+    assert row["other_run"] == "equal-split" and row["common_seeds"] == 8
+    assert row["common_verdict"] == "contradicted" and row["other_verdict"] == "reproduced"
+    assert row["other_n"] == 8 and bool(row["hinges"])
     assert (paper / "batch_split_check.csv").exists()
 
     row = batch_split_check("ns_ablation_variants", equal, write=False).set_index("claim").loc[
         "ns.fig4_left.variants_worse"]
     assert row["verdict"] == "reproduced"
     assert not isinstance(row["dropped_sizes"], list) and pd.isna(row["dropped_verdict"])  # none short
-    assert row["other_verdict"] == "contradicted" and bool(row["hinges"])
+    assert row["common_verdict"] == "reproduced" and row["other_verdict"] == "contradicted"
+    assert row["other_n"] == 8 and bool(row["hinges"])
 
 
 def test_check_agrees_when_the_split_does_not_matter(tmp_path):
@@ -93,3 +96,12 @@ def test_check_agrees_when_the_split_does_not_matter(tmp_path):
     row = batch_split_check("ns_ablation_variants", paper, write=False).iloc[0]
     assert row["verdict"] == row["dropped_verdict"] == "reproduced"
     assert pd.isna(row["other_verdict"]) and not bool(row["hinges"])
+
+
+def test_a_sibling_with_fewer_seeds_does_not_flag_a_difference_of_n(tmp_path):
+    # the same true effect under both splits; the sibling has only 3 seeds, too few to decide
+    run = _run(tmp_path, "equal-split", "equal", dip=-0.004, advantage=0.004)
+    _run(tmp_path, "paper-split", "last_partial", dip=-0.004, advantage=0.004, seed_count=3)
+    row = batch_split_check("ns_ablation_variants", run, write=False).iloc[0]
+    assert row["verdict"] == "reproduced" and row["common_seeds"] == 3
+    assert row["common_verdict"] == row["other_verdict"] and not bool(row["hinges"])

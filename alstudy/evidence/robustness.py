@@ -11,9 +11,11 @@ batches instead (:func:`alstudy.train.batches`).
 * on the run as it is;
 * without the *short-batch checkpoints* of the run (labeled sizes above one batch whose smallest
   mini-batch holds fewer than a quarter of ``batch_size``; none under ``equal``);
-* on a *sibling run*: the same parameters but the other ``batch_split``, when one is stored.
+* on a *sibling run*: the same parameters but the other ``batch_split``, when one is stored;
+  both runs are then judged on the seeds they share, so that n is the same on both sides.
 
-A claim *hinges* on the batch split when those verdicts are not all the same. Nothing here
+A claim *hinges* on the batch split when the run's verdict changes without its short-batch
+checkpoints, or when the two runs' verdicts on their shared seeds differ. Nothing here
 changes a verdict: the claim's verdict is the one :func:`alstudy.evidence.judge_run` wrote.
 """
 
@@ -28,7 +30,7 @@ import torch
 from .. import results
 from ..train import batches
 from .claims import claims_for
-from .verdicts import COMPARISON_KINDS, judge, judge_run, run_frame, sibling_runs, _params
+from .verdicts import COMPARISON_KINDS, judge, run_frame, sibling_runs, _params
 
 __all__ = ["short_batch_sizes", "batch_split_check"]
 
@@ -81,9 +83,10 @@ def batch_split_check(notebook: str, run_dir: str | Path, params: Mapping[str, A
     Returns:
         One row per comparison claim: ``claim``, this run's ``split`` and verdict cells
         (``verdict, n, diff, ci_low, ci_high``), the same without the short-batch checkpoints
-        (prefix ``dropped_``, with ``dropped_sizes``; empty when the run has none), the verdict
-        on the sibling run with the other split (prefix ``other_``, with ``other_run``; empty
-        when none is stored) and ``hinges`` (the available verdicts differ).
+        (prefix ``dropped_``, with ``dropped_sizes``; empty when the run has none), this run and
+        the sibling run with the other split judged on their shared seeds (``common_seeds``,
+        ``common_verdict``, ``common_diff``; the sibling's cells with prefix ``other_``; empty
+        when no sibling is stored) and ``hinges``.
     """
     from . import quantities as quantities_mod
 
@@ -94,29 +97,37 @@ def batch_split_check(notebook: str, run_dir: str | Path, params: Mapping[str, A
     claims = [c for c in claims_for(notebook) if c.not_run is None and c.kind in COMPARISON_KINDS]
     values = dict(quantities_mod.compute(notebook, run_dir, params, claims))
     siblings = sibling_runs(run_dir, {"batch_split": other})
-    other_records = ({r.claim: r for r in judge_run(notebook, siblings[0], write=False, alpha=alpha)}
-                     if siblings else {})
+    sibling = siblings[0] if siblings else None
+    sibling_values = (dict(quantities_mod.compute(notebook, sibling, _params(sibling), claims))
+                      if sibling is not None else {})
     rows = []
     for claim in claims:
         frame = run_frame(run_dir, claim)
         short = short_batch_sizes(frame["n_labeled"].unique(), int(params.get("batch_size", 96)), split)
         row = {"claim": claim.id, "split": split,
                **_verdict_cells(judge(claim, frame, quantities=values, alpha=alpha), "")}
-        verdicts = [row["verdict"]]
+        same_run = [row["verdict"]]
         if short:
             kept = frame[~frame["n_labeled"].isin(short)]
             row.update(dropped_sizes=short,
                        **_verdict_cells(judge(claim, kept, quantities=values, alpha=alpha), "dropped_"))
-            verdicts.append(row["dropped_verdict"])
-        if claim.id in other_records:
-            rec = other_records[claim.id]
-            row.update(other_run=siblings[0].name, **_verdict_cells(rec.to_dict(), "other_"))
-            verdicts.append(rec.verdict)
-        row["hinges"] = len(set(verdicts)) > 1
+            same_run.append(row["dropped_verdict"])
+        split_pair = []
+        if sibling is not None:
+            other_frame = run_frame(sibling, claim)
+            common = sorted(set(frame["seed"]) & set(other_frame["seed"]))
+            mine = judge(claim, frame[frame["seed"].isin(common)], quantities=values, alpha=alpha)
+            theirs = judge(claim, other_frame[other_frame["seed"].isin(common)], quantities=sibling_values,
+                           alpha=alpha)
+            row.update(other_run=sibling.name, common_seeds=len(common), common_verdict=mine["verdict"],
+                       common_diff=mine.get("diff"), **_verdict_cells(theirs, "other_"))
+            split_pair = [mine["verdict"], theirs["verdict"]]
+        row["hinges"] = len(set(same_run)) > 1 or len(set(split_pair)) > 1
         rows.append(row)
     cols = ["claim", "split", "verdict", "n", "diff", "ci_low", "ci_high",
             "dropped_sizes", "dropped_verdict", "dropped_n", "dropped_diff", "dropped_ci_low", "dropped_ci_high",
-            "other_run", "other_verdict", "other_n", "other_diff", "other_ci_low", "other_ci_high", "hinges"]
+            "other_run", "common_seeds", "common_verdict", "common_diff",
+            "other_verdict", "other_n", "other_diff", "other_ci_low", "other_ci_high", "hinges"]
     table = pd.DataFrame(rows).reindex(columns=cols)
     if write:
         results.atomic_write_text(table.to_csv(index=False), run_dir / "batch_split_check.csv")
