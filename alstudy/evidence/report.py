@@ -175,8 +175,9 @@ def changes_table(records: Mapping[str, Mapping[str, Any]], results_dir: str | P
     if not rows:
         return []
     return ["#### What changed with more seeds", "",
-            "Each claim whose verdict now rests on more seeds than an earlier, smaller run of the same "
-            "notebook that is still stored (both judged by the engine of this version).", "",
+            "Each claim whose verdict now rests on more seeds than another stored run of the same "
+            "notebook with fewer seeds (an earlier, smaller protocol, or a sibling such as the "
+            "paper-split run of the batch-split check); both are judged by the engine of this version.", "",
             "| claim | earlier run | now | |", "|---|---|---|---|", *sorted(set(rows)), ""]
 
 
