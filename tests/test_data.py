@@ -68,13 +68,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path, rng):
 
 
 def test_cifar10_and_cifar100_pickles(tmp_path, rng):
-    c10 = tmp_path / "cifar-10-batches-py"
-    c10.mkdir()
-    for i in range(1, 6):
-        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [i % 10] * 4}
-        (c10 / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
-    (c10 / "test_batch").write_bytes(pickle.dumps(
-        {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [7, 8, 9]}))
+    _cifar10_folder(tmp_path, rng)
     ds = data.load("cifar10", root=tmp_path)
     assert ds.x_train.shape == (20, 3, 32, 32) and ds.y_test.tolist() == [7, 8, 9]
 
