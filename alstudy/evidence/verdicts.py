@@ -189,7 +189,7 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
         return results.read_metrics(path) if path.exists() else pd.DataFrame(columns=results.COLUMNS)
     frames = []
     for sibling in _matching_runs(run_dir, keys):
-        prm = {**defaults(), **_params(sibling)}
+        prm = _params_or_defaults(sibling)
         frame = results.read_metrics(sibling / "metrics.csv")
         for key in keys:
             frame[key] = prm.get(key)
@@ -200,11 +200,10 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
 def _matching_runs(run_dir: Path, free: set[str]) -> list[Path]:
     """Run folders of ``run_dir``'s experiment (itself included) whose semantic parameters equal
     its own except for the keys in ``free``; a key a run does not store has its default."""
-    base = defaults()
-    own = {**base, **_params(run_dir)}
+    own = _params_or_defaults(run_dir)
     out = []
     for sibling in sorted(p.parent for p in Path(run_dir).parent.glob("*/metrics.csv")):
-        prm = {**base, **_params(sibling)}
+        prm = _params_or_defaults(sibling)
         if all(_same(prm.get(k), own.get(k)) for k in set(own) | set(prm)
                if k not in free and k not in _NOT_SEMANTIC):
             out.append(sibling)
@@ -223,9 +222,13 @@ def sibling_runs(run_dir: str | Path, differ: Mapping[str, Any]) -> list[Path]:
     Returns:
         Matching run folders, sorted by name (empty when none is stored).
     """
-    base = defaults()
     return [s for s in _matching_runs(Path(run_dir), set(differ) | {"seeds"})
-            if all(_same({**base, **_params(s)}.get(k), v) for k, v in differ.items())]
+            if all(_same(_params_or_defaults(s).get(k), v) for k, v in differ.items())]
+
+
+def _params_or_defaults(run_dir: Path) -> dict[str, Any]:
+    """A run's saved parameters, with the default of every key it does not store."""
+    return {**defaults(), **_params(run_dir)}
 
 
 def _params(run_dir: Path) -> dict[str, Any]:
