@@ -3,6 +3,7 @@
 A batch file (YAML) names what to run and the grid to expand::
 
     experiment: ns_ablation_k          # results/<experiment>/...
+    name: k-cpu                        # <batch> in the folder names (optional; default: file name)
     notebook: ns_ablation_k            # executed with papermill per unit (omit: plain loop.run)
     preset: params/ns_ablation_k.cpu.yaml   # base parameters (optional)
     params: {cycles: 5}                # more base parameters (optional)
@@ -44,7 +45,7 @@ __all__ = ["BatchSpec", "Unit", "load_spec", "expand", "run_batch", "collect", "
            "failure_report", "BACKENDS"]
 
 BACKENDS = ("local", "dask")
-_SPEC_KEYS = {"experiment", "notebook", "preset", "params", "grid"}
+_SPEC_KEYS = {"experiment", "name", "notebook", "preset", "params", "grid"}
 
 
 @dataclass
@@ -103,7 +104,10 @@ def load_spec(path: str | Path, results_dir: str | None = None) -> BatchSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise params_mod.ParamError(f"{path}: grid axis {key!r} must be a non-empty list")
-    return BatchSpec(path.stem.replace(".", "-"), experiment, raw.get("notebook"), base, grid)
+    name = raw.get("name") or path.stem.replace(".", "-")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name):
+        raise params_mod.ParamError(f"{path}: batch name {name!r} must be letters, digits and _ . = + -")
+    return BatchSpec(name, experiment, raw.get("notebook"), base, grid)
 
 
 def _slug(values: dict[str, Any]) -> str:

@@ -12,6 +12,9 @@ ratio r(ρ, δ), SAAL Fig 4; the terms of the SAAL upper bound, SAAL Fig 1). Suc
 and stores each pair as a row of ``metrics.csv`` (same columns as the test metrics, so the
 results stay tidy and resumable). Cycle metrics use their own generator (derived from the seed,
 the cycle and the metric name): enabling them never changes the selections or the training.
+A metric registered with ``fixed_sample=True`` gets a generator derived from the seed and its
+name only, so it draws the same examples every cycle (:data:`FIXED_SAMPLE`). The number of
+examples a metric samples is its own default unless the run's ``cycle_metric_sizes`` names it.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["CYCLE_METRICS", "register", "compute", "available", "UNLABELED_SAMPLE",
-           "MARGIN_SAMPLE", "BOUND_SAMPLE", "BOUND_EIG_TOL"]
+__all__ = ["CYCLE_METRICS", "FIXED_SAMPLE", "register", "compute", "available", "generator_parts",
+           "UNLABELED_SAMPLE", "MARGIN_SAMPLE", "BOUND_SAMPLE", "BOUND_EIG_TOL"]
 
 #: Unlabeled examples sampled per cycle for the perturbed loss of X_U (SAAL Fig 3 uses 2,000).
 UNLABELED_SAMPLE = 1000
@@ -35,10 +38,16 @@ BOUND_EIG_TOL = 1e-2
 
 MetricFn = Callable[..., list[tuple[str, float]]]
 CYCLE_METRICS: dict[str, MetricFn] = {}
+#: Metrics that measure one sample of examples, drawn once per seed, at every cycle.
+FIXED_SAMPLE: set[str] = set()
 
 
-def register(name: str) -> Callable[[MetricFn], MetricFn]:
+def register(name: str, fixed_sample: bool = False) -> Callable[[MetricFn], MetricFn]:
     """Decorator: make ``fn`` available as the cycle metric ``name``.
+
+    Args:
+        fixed_sample: Give ``fn`` the same generator state every cycle of a seed, so that its
+            random sample is the same examples throughout the run.
 
     Raises:
         ValueError: ``name`` is registered already.
@@ -47,8 +56,15 @@ def register(name: str) -> Callable[[MetricFn], MetricFn]:
         if name in CYCLE_METRICS:
             raise ValueError(f"cycle metric {name!r} registered twice")
         CYCLE_METRICS[name] = fn
+        if fixed_sample:
+            FIXED_SAMPLE.add(name)
         return fn
     return wrap
+
+
+def generator_parts(name: str, seed: int, cycle: int) -> tuple[int | str, ...]:
+    """What the loop derives the generator of metric ``name`` from at ``cycle`` of ``seed``."""
+    return (seed, "metric", name) if name in FIXED_SAMPLE else (seed, cycle, "metric", name)
 
 
 def available() -> list[str]:
@@ -85,10 +101,12 @@ def compute(name: str, model: torch.nn.Module, data, pool, strategy, params: dic
         model.train(was_training)
 
 
-def _size(params: dict[str, Any], default: int) -> int:
-    """``default``, capped by the run's ``cycle_metric_samples`` (e.g. in a dry run)."""
+def _size(params: dict[str, Any], name: str, default: int) -> int:
+    """Sample size of metric ``name``: ``cycle_metric_sizes[name]`` or ``default``, capped by
+    the run's ``cycle_metric_samples`` (e.g. in a dry run)."""
+    size = (params.get("cycle_metric_sizes") or {}).get(name, default)
     cap = params.get("cycle_metric_samples")
-    return default if cap is None else min(default, cap)
+    return size if cap is None else min(size, cap)
 
 
 def _sample(indices: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -121,7 +139,7 @@ def perturbed_loss(model, data, pool, strategy, params, generator) -> list[tuple
 
     rho = float(params["sam_rho"])
     lab = pool.labeled  # [n_L]
-    unl = _sample(pool.unlabeled, _size(params, UNLABELED_SAMPLE), generator)  # [≤2000]
+    unl = _sample(pool.unlabeled, _size(params, "perturbed_loss", UNLABELED_SAMPLE), generator)  # [≤2000]
     out = {}
     for key, idx in (("labeled", lab), ("unlabeled", unl)):
         res = perturbed_losses(model, data.x_train[idx], data.y_train[idx], rho=rho)
@@ -150,7 +168,7 @@ def pseudo_label_margin(model, data, pool, strategy, params, generator) -> list[
     from . import theory
 
     rho, _ = _saal_rho(strategy, params)
-    idx = _sample(pool.unlabeled, _size(params, MARGIN_SAMPLE), generator)
+    idx = _sample(pool.unlabeled, _size(params, "pseudo_label_margin", MARGIN_SAMPLE), generator)
     margins = theory.saal_margins(model, data.x_train[idx], data.y_train[idx], rhos=[rho])
     row = theory.summarize_margins(margins).iloc[0]
     return [("psi", row["psi"]), ("margin_ratio", row["r"]), ("margin_mean", row["delta_mean"]),
@@ -176,11 +194,42 @@ def bound_terms(model, data, pool, strategy, params, generator) -> list[tuple[st
     from . import theory
 
     rho, _ = _saal_rho(strategy, params)
-    idx = _sample(pool.unlabeled, _size(params, BOUND_SAMPLE), generator)
-    terms = theory.saal_bound_terms(model, data.x_train[idx], rho=rho, eig_tol=BOUND_EIG_TOL,
-                                    dtype=None)  # the model's dtype (float32)
+    idx = _sample(pool.unlabeled, _size(params, "bound_terms", BOUND_SAMPLE), generator)
+    terms = _bound_terms(model, data.x_train[idx], rho)
     corr = theory.term_correlations(terms).set_index("y")["pearson"]
     return [("bound_corr_loss", corr["loss"]), ("bound_corr_grad", corr["grad_term"]),
             ("bound_corr_eig", corr["eig_term"]), ("bound_loss", terms["loss"].mean()),
             ("bound_grad", terms["grad_term"].mean()), ("bound_eig", terms["eig_term"].mean()),
             ("bound_lambda1", terms["lambda1"].mean()), ("bound_holds", terms["holds"].mean())]
+
+
+def _bound_terms(model, x: torch.Tensor, rho: float):
+    """:func:`alstudy.theory.saal_bound_terms` of ``x`` in the model's dtype (float32)."""
+    from . import theory
+
+    return theory.saal_bound_terms(model, x, rho=rho, eig_tol=BOUND_EIG_TOL, dtype=None)
+
+
+@register("lambda1_fixed_sample", fixed_sample=True)
+def lambda1_fixed_sample(model, data, pool, strategy, params, generator) -> list[tuple[str, float]]:
+    """λ₁ of the loss Hessian on one fixed sample of pool examples, every cycle (SAAL Fig 1c).
+
+    ``bound_terms`` draws a fresh unlabeled sample each cycle, so its mean λ₁ moves with the
+    sample as well as with the model. This metric draws :data:`BOUND_SAMPLE` training indices
+    once per seed (the same generator state every cycle) and measures, each cycle, those of them
+    that are still unlabeled: the model is all that changes, apart from the few members
+    labeled along the way.
+
+    Returns:
+        ``fixed_lambda1`` (mean λ₁ over the sample's unlabeled members), ``fixed_lambda1_n``
+        (how many there are) and ``fixed_eig`` (mean ½ρ²λ₁ with the strategy's ρ).
+    """
+    rho, _ = _saal_rho(strategy, params)
+    drawn = torch.randperm(pool.n, generator=generator)[:_size(params, "lambda1_fixed_sample",
+                                                                BOUND_SAMPLE)]  # [size]
+    idx = drawn[~pool.mask[drawn]].sort().values  # [≤ size] still unlabeled
+    if idx.numel() == 0:
+        return [("fixed_lambda1", float("nan")), ("fixed_lambda1_n", 0.0), ("fixed_eig", float("nan"))]
+    terms = _bound_terms(model, data.x_train[idx], rho)
+    return [("fixed_lambda1", terms["lambda1"].mean()), ("fixed_lambda1_n", float(idx.numel())),
+            ("fixed_eig", terms["eig_term"].mean())]

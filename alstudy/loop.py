@@ -104,8 +104,8 @@ def run_unit(p: dict[str, Any], data: data_mod.Dataset, label: str, strategy: st
         for metric, value in [*scores.items(), ("train_seconds", train_s)]:
             rows.append({**base, "cycle": cycle, "n_labeled": n_lab, "metric": metric, "value": value})
         for name in p["cycle_metrics"]:  # extra per-cycle diagnostics (alstudy.cycle_metrics)
-            for metric, value in cycle_metrics.compute(name, model, data, pool, strategy, p,
-                                                       _generator(seed, cycle, "metric", name)):
+            gen = _generator(*cycle_metrics.generator_parts(name, seed, cycle))
+            for metric, value in cycle_metrics.compute(name, model, data, pool, strategy, p, gen):
                 rows.append({**base, "cycle": cycle, "n_labeled": n_lab, "metric": metric,
                              "value": value})
         if bar is not None:

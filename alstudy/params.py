@@ -115,6 +115,12 @@ SCHEMA: dict[str, Field] = {
                                   lambda v: v is None or v >= 2,
                                   "cap on the unlabeled examples each cycle metric samples "
                                   "(null = each metric's own number)"),
+    "cycle_metric_sizes": Field({}, (dict,), "a mapping cycle-metric name -> integer >= 2",
+                                lambda v: all(m in _cycle_metrics() and isinstance(n, int)
+                                              and not isinstance(n, bool) and n >= 2
+                                              for m, n in v.items()),
+                                "unlabeled examples a cycle metric samples per cycle "
+                                "(a metric left out uses its own number)"),
     "warm_start": Field(False, _BOOL, "true or false", help="keep training the previous model"),
     # training
     "epochs": Field(10, _INT, "integer >= 1", lambda v: v >= 1, "epochs per cycle"),
@@ -471,7 +477,7 @@ def load(path: str | Path, **overrides: Any) -> dict[str, Any]:
 
 #: Keys left out of the run-id hash while at these values (keys added after runs were committed).
 _HASH_SKIP_IF_DEFAULT = {"cycle_metrics": [], "batch_split": "last_partial", "data_options": {},
-                         "cycle_metric_samples": None}
+                         "cycle_metric_samples": None, "cycle_metric_sizes": {}}
 
 
 def run_id(params: dict[str, Any]) -> str:

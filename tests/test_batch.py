@@ -46,6 +46,18 @@ def test_expand_names_units_and_validates_before_running(tmp_path):
         batch.load_spec(bad)
 
 
+def test_a_batch_name_replaces_the_file_name_in_unit_folders(tmp_path):
+    spec = _spec(tmp_path)
+    named = yaml.safe_load(spec.read_text()) | {"name": "grid-5seeds"}
+    spec.write_text(yaml.safe_dump(named))
+    units = batch.expand(batch.load_spec(spec, str(tmp_path / "res")))
+    assert units[0].name == "grid-5seeds-seeds=0-strategies=random"
+    assert units[0].run_dir == tmp_path / "res" / "sweep" / "grid-5seeds-seeds=0-strategies=random"
+    spec.write_text(yaml.safe_dump(named | {"name": "a/b"}))
+    with pytest.raises(ParamError, match="batch name 'a/b'"):
+        batch.load_spec(spec)
+
+
 def test_dask_backend_equals_local_backend(tmp_path):
     spec = _spec(tmp_path)
     local, out_local = batch.run_batch(spec, jobs=2, backend="local", results_dir=str(tmp_path / "a"),

@@ -269,3 +269,22 @@ def test_committed_ns_runs_carry_the_engines_current_verdicts():
             assert old["verdict"] == new.verdict, (run.relative_to(ROOT), new.claim)
             assert old["diff"] == pytest.approx(new.diff, nan_ok=True), (run.relative_to(ROOT), new.claim)
         assert (run / "verdict.md").read_text() == evidence.render_markdown(stored)
+
+
+def test_concentration_ratios_per_N_and_eq7_slopes_at_the_largest_N(tmp_path):
+    rows = []
+    # N = 8: K_all = 16 of a JL K of 32 -> 0.5; N = 64: K_all = 64 of 48 -> 4/3
+    for N, fr, jl in ((8, [0.9, 1.0, 1.0], 32), (64, [0.5, 0.9, 1.0], 48)):
+        for repeat in (0, 1):
+            for K, f in zip((4, 16, 64), fr):
+                rows.append({"N": N, "repeat": repeat, "K": K, "metric": "eq12_norm", "eps": 0.1,
+                             "value": f, "jl_K": jl})
+                slope = -0.5 if N == 64 else -0.9  # only the largest N is the Eq 7 claim's
+                rows.append({"N": N, "repeat": repeat, "K": K, "metric": "eq7_sqdist_rms",
+                             "eps": np.nan, "value": 2.0 * K ** slope, "jl_K": np.nan})
+    pd.DataFrame(rows).to_csv(tmp_path / "concentration.csv", index=False)
+    got = q("ns.eq12.concentration_norm", tmp_path)
+    assert set(got) == {"N=8, eps=0.1", "N=64, eps=0.1"}
+    assert got["N=8, eps=0.1"].tolist() == [0.5]
+    assert got["N=64, eps=0.1"].tolist() == [pytest.approx(64 / 48)]
+    np.testing.assert_allclose(q("ns.eq7.distance_expectation", tmp_path), [-0.5, -0.5], atol=1e-12)

@@ -210,3 +210,59 @@ def test_cycle_metrics_add_rows_without_changing_selections(tmp_path):
                                   sel(tmp_path / "b").reset_index(drop=True))
     acc = lambda f: f[f["metric"] == "accuracy"]["value"].to_numpy()
     assert np.array_equal(acc(plain), acc(with_m))
+
+
+def _naive_lambda1(model, x, y):
+    """Largest eigenvalue of the full Hessian of ℓ(x, y; θ) in θ, built by torch.func.hessian."""
+    names = [n for n, _ in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    shapes = [p.shape for p in model.parameters()]
+
+    def loss(theta):
+        parts, at = {}, 0
+        for n, shape in zip(names, shapes):
+            parts[n] = theta[at:at + shape.numel()].reshape(shape)
+            at += shape.numel()
+        logits = torch.func.functional_call(model, parts, (x[None],))
+        return F.cross_entropy(logits, y[None])
+
+    return float(torch.linalg.eigvalsh(torch.func.hessian(loss)(flat))[-1])
+
+
+def test_lambda1_fixed_sample_measures_the_same_examples_every_cycle():
+    torch.manual_seed(2)
+    model = _TinyNet().double().eval()
+    x = torch.randn(40, 6, dtype=torch.float64)
+    data = _Data(x, torch.zeros(40, dtype=torch.long))
+    pool = Pool(40, torch.tensor([0, 1]))
+    p = {"sam_rho": 0.05, "cycle_metric_sizes": {"lambda1_fixed_sample": 8}}
+    gen = lambda cycle: loop._generator(*cycle_metrics.generator_parts("lambda1_fixed_sample", 3, cycle))
+    drawn = torch.randperm(40, generator=gen(0))[:8]  # the sample, as a naive draw of 8 of 40
+    assert torch.equal(drawn, torch.randperm(40, generator=gen(5))[:8])  # no cycle in the seed
+    first = dict(cycle_metrics.compute("lambda1_fixed_sample", model, data, pool, None, p, gen(0)))
+    pool.add(drawn[:3][~pool.mask[drawn[:3]]])  # three of its members get labeled
+    later = dict(cycle_metrics.compute("lambda1_fixed_sample", model, data, pool, None, p, gen(1)))
+    for rows, members in ((first, drawn[~torch.isin(drawn, torch.tensor([0, 1]))]), (later, drawn[3:])):
+        want = [_naive_lambda1(model, x[i], model(x[i][None]).argmax(1)[0]) for i in members]
+        assert rows["fixed_lambda1_n"] == len(members)
+        assert rows["fixed_lambda1"] == pytest.approx(float(np.mean(want)), rel=2e-2)
+        assert rows["fixed_eig"] == pytest.approx(0.5 * 0.05 ** 2 * rows["fixed_lambda1"], rel=1e-9)
+    assert cycle_metrics.generator_parts("bound_terms", 3, 1) != cycle_metrics.generator_parts("bound_terms", 3, 2)
+
+
+def test_cycle_metric_sizes_set_the_sample_and_name_bad_entries():
+    torch.manual_seed(1)
+    model = _TinyNet().double().eval()
+    x = torch.randn(30, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,))
+    pool = Pool(30, torch.tensor([0, 3, 7, 11]))
+    p = {"sam_rho": 0.05, "cycle_metric_sizes": {"perturbed_loss": 5}}
+    g = torch.Generator().manual_seed(0)
+    unl = cycle_metrics._sample(pool.unlabeled, 5, torch.Generator().manual_seed(0))  # [5]
+    rows = dict(cycle_metrics.compute("perturbed_loss", model, _Data(x, y), pool, None, p, g))
+    want = float(_naive_perturbed(model, x[unl], y[unl], 0.05).mean())
+    assert rows["perturbed_loss_unlabeled"] == pytest.approx(want, rel=1e-6)
+    assert params.validate(cycle_metric_sizes={"bound_terms": 100})["cycle_metric_sizes"] == {"bound_terms": 100}
+    for bad in ({"no_such_metric": 10}, {"bound_terms": 1}, {"bound_terms": "all"}):
+        with pytest.raises(params.ParamError, match="cycle_metric_sizes"):
+            params.validate(cycle_metric_sizes=bad)

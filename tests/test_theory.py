@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -422,3 +423,22 @@ def test_defaults_match_the_notebook_parameters_cell(name):
         cfg = {**NOTEBOOKS[name], **preset}
         assert theory_runs.notebook_run_dir(cfg, name) == notebooks.run_dir(path, preset)
     json.dumps(NOTEBOOKS[name])  # plain values only
+
+
+def test_projected_gradients_at_several_N_equal_separate_runs_on_prefixes():
+    model = seeded(MLP2, seed=3)
+    x = torch.randn(12, 4, dtype=torch.float64)
+    kw = dict(eps=[0.2, 0.3], repeats=2, index=1, difference="finite64", zeta=1e-6, seed=7)
+    both = theory.projected_gradients(model, x, [8, 64], Ns=[5, 12], **kw)
+    assert sorted(both["N"].unique()) == [5, 12]
+    for N in (5, 12):
+        alone = theory.projected_gradients(model, x[:N], [8, 64], **kw)
+        got = both[both["N"] == N].drop(columns="N").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone.drop(columns="N"), check_exact=False, rtol=1e-9)
+    summary = theory.summarize_concentration(both)
+    assert set(summary["N"]) == {5, 12} and len(summary) == 2 * 3 * 2  # N x metric x eps
+    for row in summary.dropna(subset=["K_all"]).itertuples():
+        assert row.C_empirical == pytest.approx(row.K_all * row.eps ** 2 / math.log(row.N))
+    assert theory.largest_N(both)["N"].unique().tolist() == [12]
+    with pytest.raises(ValueError, match=r"Ns must lie in \[2, 12\]"):
+        theory.projected_gradients(model, x, [8], Ns=[1, 12], **kw)

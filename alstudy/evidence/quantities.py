@@ -145,10 +145,13 @@ def _ns_eq6_slope(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any
 
 def _pair_slopes(run_dir: Path, metric: str) -> Any:
     """Per repeat: log-log slope against K of one RMS error of ``concentration.csv`` (Eq 7, 8)."""
+    from ..theory import largest_N  # lazy: theory imports torch
+
     frame = _csv(run_dir, "concentration.csv")
     if frame is None:
         return None
-    sub = frame[frame["metric"] == metric]
+    sub = largest_N(frame)
+    sub = sub[sub["metric"] == metric]
     if sub.empty:
         return None
     return np.asarray([_slope(g["K"], g["value"]) for _, g in sub.groupby("repeat")], float)  # [repeats]
@@ -167,7 +170,8 @@ def _ns_eq8_slope(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any
 
 
 def _concentration_ratios(run_dir: Path, metric: str) -> Any:
-    """Per ε: ``K_all(ε) / K_JL(ε)`` of one concentration check (Eq 12, 16, 17), as a family.
+    """Per ε (and N, when the run measured several): ``K_all / K_JL`` of one concentration
+    check (Eq 12, 16, 17), as a family.
 
     ``K_all`` is :func:`alstudy.theory.summarize_concentration`'s smallest K from which every
     vector is within ε in every repeat. When no K tried gets there, the ratio is known only to
@@ -182,6 +186,7 @@ def _concentration_ratios(run_dir: Path, metric: str) -> Any:
     summary = summarize_concentration(frame)
     max_K = float(frame["K"].max())
     out = {}
+    several_N = summary["N"].nunique() > 1
     for row in summary[summary["metric"] == metric].itertuples():
         if np.isfinite(row.K_all):
             ratio = row.K_all / row.jl_K
@@ -189,7 +194,7 @@ def _concentration_ratios(run_dir: Path, metric: str) -> Any:
             ratio = float(np.nextafter(max_K / row.jl_K, np.inf))  # K_all > max K >= K_JL
         else:
             ratio = np.nan
-        out[f"eps={row.eps:g}"] = np.array([ratio])
+        out[f"N={row.N:g}, eps={row.eps:g}" if several_N else f"eps={row.eps:g}"] = np.array([ratio])
     return out or None
 
 

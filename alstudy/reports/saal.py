@@ -285,7 +285,7 @@ def bound_table(frame: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per cycle, columns ``cycle, n_labeled`` and the ``bound_*`` metrics.
     """
-    sub = frame[frame["metric"].str.startswith("bound_")]
+    sub = frame[frame["metric"].str.startswith(("bound_", "fixed_"))]
     if sub.empty:
         return pd.DataFrame()
     out = sub.pivot_table(index=["cycle", "n_labeled"], columns="metric", values="value", aggfunc="mean")
@@ -297,21 +297,24 @@ def _report_bound(run_dir: Path) -> dict[str, plt.Figure]:
     frame, params = _run_frame(run_dir)
     if frame.empty or not frame["metric"].str.startswith("bound_").any():
         return {}
-    sub = frame[frame["metric"].str.startswith("bound_")].copy()
+    sub = frame[frame["metric"].str.startswith(("bound_", "fixed_lambda1"))].copy()
     sub["term"] = sub["metric"].map({"bound_corr_loss": "ℓ", "bound_corr_grad": "ρ‖∇ℓ‖",
                                      "bound_corr_eig": "½ρ²λ₁", "bound_loss": "ℓ",
                                      "bound_grad": "ρ‖∇ℓ‖", "bound_eig": "½ρ²λ₁",
-                                     "bound_lambda1": "λ₁"})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+                                     "bound_lambda1": "λ₁, fresh sample each round",
+                                     "fixed_lambda1": "λ₁, one fixed sample"})
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, metrics, title in [(axes[0], _BOUND_CORR, "Pearson(score, term) (Fig 1a)"),
                                (axes[1], _BOUND_MAG, "term magnitude (Fig 1b)"),
-                               (axes[2], ["bound_lambda1"], "λ₁ without ½ρ² (Fig 1c)")]:
+                               (axes[2], ["bound_lambda1", "fixed_lambda1"], "λ₁ without ½ρ² (Fig 1c)")]:
         d = sub[sub["metric"].isin(metrics)]
         sns.lineplot(data=d, x="n_labeled", y="value", hue="term", marker="o", errorbar=("ci", 95),
                      seed=0, ax=ax)
         ax.set_title(title)
         ax.set_xlabel("labeled examples")
         ax.grid(alpha=0.3)
+    fig.suptitle(f"line: mean over {frame['seed'].nunique()} seed(s); band: 95% bootstrap interval "
+                 "over seeds", fontsize=10)
     fig.tight_layout()
     return {"bound_terms": fig}
 

@@ -21,7 +21,7 @@ from ..strategies.noise_stability import (DIFFERENCES, noise_stability_embedding
 from .. import models as models_mod
 from ._common import _MAX_ELEMENTS, _cast, _corr_row, _work_copy, fit_loglog_slope
 
-__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "BadgeLink", "badge_link"]
+__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "largest_N", "BadgeLink", "badge_link"]
 
 
 class _Output(nn.Module):
@@ -544,11 +544,14 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
                         eps: Sequence[float] = (0.1, 0.2, 0.3), repeats: int = 2,
                         index: int = 0, scalar: str = "logits", part: str = "features",
                         include_bias: bool = True, difference: str = "finite64",
-                        zeta: float = 1e-3, seed: int = 0) -> pd.DataFrame:
+                        zeta: float = 1e-3, seed: int = 0, Ns: Sequence[int] | None = None
+                        ) -> pd.DataFrame:
     """Eq 7, 8 (expectations) and Eq 12, 16, 17 (concentration) for a scalar output f.
 
     f is column ``index`` of the model's ``scalar`` output (:class:`ScalarOutput`), Δẑ its
-    NoiseStability vector (K numbers) and ∇_θ f its exact gradient over the same θ.
+    NoiseStability vector (K numbers) and ∇_θ f its exact gradient over the same θ. The
+    Johnson-Lindenstrauss bound of Eq 12 and 16 grows like log N; ``Ns`` measures several
+    numbers of vectors at once, as prefixes ``x[:N]`` of one embedding per repeat.
 
     Args:
         model: Trained ``g ∘ f`` model.
@@ -563,67 +566,82 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
         difference: NoiseStability's ``difference``.
         zeta: Noise scale ζ.
         seed: Base noise seed.
+        Ns: Numbers of inputs, each in [2, len(x)] (default: all of ``x``).
 
     Returns:
-        Tidy rows ``repeat, K, metric, eps, value, jl_K``: ``metric`` in ``eq12_norm``,
+        Tidy rows ``N, repeat, K, metric, eps, value, jl_K``: ``metric`` in ``eq12_norm``,
         ``eq16_distance``, ``eq17_cosine`` (fraction within ε; ``jl_K`` = :func:`jl_min_K` for
         the number of vectors involved) and ``eq7_sqdist_rms``, ``eq8_inner_rms`` (RMS errors;
         ``eps``/``jl_K`` empty).
 
     Raises:
-        ValueError: Fewer than two inputs, or a bad ε.
+        ValueError: Fewer than two inputs, an N outside [2, len(x)], or a bad ε.
     """
     Ks = _check_Ks(Ks)
-    N = x.shape[0]
-    if N < 2:
+    N_all = x.shape[0]
+    if N_all < 2:
         raise ValueError("projected_gradients needs at least two inputs (pairs)")
+    Ns = sorted({int(n) for n in (Ns or [N_all])})
+    if Ns[0] < 2 or Ns[-1] > N_all:
+        raise ValueError(f"Ns must lie in [2, {N_all}] (the number of inputs), got {Ns}")
     f = ScalarOutput(model, index, scalar)
-    G = parameter_gradients(f, x, part, include_bias=include_bias)  # [N, n]
-    P = N * (N - 1) // 2
-    counts = {"eq12_norm": N, "eq16_distance": P, "eq17_cosine": 2 * P}
+    G = parameter_gradients(f, x, part, include_bias=include_bias)  # [N_all, n]
     K_max = Ks[-1]
     rows = []
     for r in range(repeats):
         emb = noise_stability_embedding(f, x, K=K_max, generator=torch.Generator().manual_seed(seed + r),
                                         **_ns_kwargs(part, include_bias, "logits", zeta, difference))
-        emb = emb.double()  # [N, K_max]
-        for K in Ks:
-            Z = emb[:, :K] * math.sqrt(K_max / K)  # [N, K] Eq 2 scaling for K draws
-            errs = projection_errors(Z, G)
-            for e in eps:
-                for metric, frac in concentration_fractions(errs, float(e)).items():
-                    rows.append({"repeat": r, "K": K, "metric": metric, "eps": float(e),
-                                 "value": frac, "jl_K": jl_min_K(float(e), counts[metric])})
-            rows.append({"repeat": r, "K": K, "metric": "eq7_sqdist_rms", "eps": np.nan,
-                         "value": float(errs["sqdist_rel"].square().mean().sqrt()), "jl_K": np.nan})
-            rows.append({"repeat": r, "K": K, "metric": "eq8_inner_rms", "eps": np.nan,
-                         "value": float(errs["inner_err"].square().mean().sqrt()), "jl_K": np.nan})
+        emb = emb.double()  # [N_all, K_max]
+        for N in Ns:
+            P = N * (N - 1) // 2
+            counts = {"eq12_norm": N, "eq16_distance": P, "eq17_cosine": 2 * P}
+            for K in Ks:
+                Z = emb[:N, :K] * math.sqrt(K_max / K)  # [N, K] Eq 2 scaling for K draws
+                errs = projection_errors(Z, G[:N])
+                base = {"N": N, "repeat": r, "K": K}
+                for e in eps:
+                    for metric, frac in concentration_fractions(errs, float(e)).items():
+                        rows.append({**base, "metric": metric, "eps": float(e), "value": frac,
+                                     "jl_K": jl_min_K(float(e), counts[metric])})
+                rows.append({**base, "metric": "eq7_sqdist_rms", "eps": np.nan,
+                             "value": float(errs["sqdist_rel"].square().mean().sqrt()), "jl_K": np.nan})
+                rows.append({**base, "metric": "eq8_inner_rms", "eps": np.nan,
+                             "value": float(errs["inner_err"].square().mean().sqrt()), "jl_K": np.nan})
     out = pd.DataFrame(rows)
-    out.attrs.update(n=G.shape[1], N=N)
+    out.attrs.update(n=G.shape[1], N=Ns[-1])
     return out
 
 
+def largest_N(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`projected_gradients` at its largest N (all rows of a one-N frame)."""
+    if "N" not in frame:
+        return frame
+    return frame[frame["N"] == frame["N"].max()]
+
+
 def summarize_concentration(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (metric, ε): the smallest K at which every repeat has all vectors within ε.
+    """Per (N, metric, ε): the smallest K at which every repeat has all vectors within ε.
 
     Args:
-        frame: Output of :func:`projected_gradients` (with ``attrs["N"]``).
+        frame: Output of :func:`projected_gradients` (a frame without an ``N`` column, as
+            written before several N were measured, takes N from ``attrs["N"]``).
 
     Returns:
-        Columns ``metric, eps, K_all`` (NaN if never), ``jl_K`` (the sufficient bound),
+        Columns ``N, metric, eps, K_all`` (NaN if never), ``jl_K`` (the sufficient bound),
         ``C_empirical = K_all ε² / log N``, ``min_fraction_at_max_K``.
     """
-    N = frame.attrs.get("N", np.nan)
     fr = frame[frame["eps"].notna()]
+    if "N" not in fr:
+        fr = fr.assign(N=frame.attrs.get("N", np.nan))
     rows = []
-    for (metric, eps), grp in fr.groupby(["metric", "eps"]):
+    for (N, metric, eps), grp in fr.groupby(["N", "metric", "eps"], dropna=False):
         worst = grp.groupby("K")["value"].min()  # [K] over repeats
         K_all = np.nan  # the smallest K from which every larger K tried is complete too
         for K in sorted(worst.index, reverse=True):
             if worst[K] < 1.0:
                 break
             K_all = K
-        rows.append({"metric": metric, "eps": eps, "K_all": K_all,
+        rows.append({"N": N, "metric": metric, "eps": eps, "K_all": K_all,
                      "jl_K": int(grp["jl_K"].iloc[0]),
                      "C_empirical": K_all * eps**2 / math.log(N) if N > 1 else np.nan,
                      "min_fraction_at_max_K": float(worst.iloc[-1])})
