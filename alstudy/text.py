@@ -200,22 +200,36 @@ def wordnet_synsets(folder: str | Path = WORDNET_DIR) -> list[tuple[str, list[st
     return out
 
 
-def wordnet_gloss_pairs(synsets: list[tuple[str, list[str], str, list[str]]], seed: int
-                        ) -> list[tuple[str, str, int, str]]:
-    """Balanced (definition, example) pairs: same sense (1) or another sense of the same word (0).
+#: How the negative example of a definition is chosen (:func:`wordnet_gloss_pairs`).
+NEGATIVES = ("same_word", "other_word")
+_MAX_DRAWS = 64  # rejection-sampling draws of an "other_word" negative before a synset is skipped
+
+
+def wordnet_gloss_pairs(synsets: list[tuple[str, list[str], str, list[str]]], seed: int,
+                        negatives: str = "same_word") -> list[tuple[str, str, int, str]]:
+    """Balanced (definition, example) pairs: the example illustrates the definition (1) or not (0).
 
     For every synset S with a usage example and a lemma w that has another sense S' with an
     example: one positive pair (definition of S, an example of S) and one negative pair
-    (definition of S, an example of S'), both chosen with ``seed``.
+    (definition of S, an example of another synset), both chosen with ``seed``. The negative
+    example comes from S' (``negatives="same_word"``: the same word in another sense, a
+    word-sense task) or from a synset sharing no lemma with S (``"other_word"``: whether an
+    example fits a definition at all, an easier relatedness task).
 
     Args:
         synsets: Output of :func:`wordnet_synsets`.
         seed: Random seed of the choices.
+        negatives: One of :data:`NEGATIVES`.
 
     Returns:
         ``(definition, example, label, synset id of the definition)`` tuples, positives and negatives
         interleaved.
+
+    Raises:
+        ValueError: Unknown ``negatives``.
     """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"data option 'negatives' = {negatives!r}; allowed: {list(NEGATIVES)}")
     rng = np.random.default_rng(seed)
     with_ex = [s for s in synsets if s[3]]
     senses: dict[str, list[int]] = {}
@@ -224,11 +238,17 @@ def wordnet_gloss_pairs(synsets: list[tuple[str, list[str], str, list[str]]], se
             senses.setdefault(w, []).append(i)
     pairs = []
     for i, (sid, lemmas, definition, examples) in enumerate(with_ex):
-        others = sorted({j for w in lemmas for j in senses[w] if j != i})
-        if not others or not definition:
+        same_word = sorted({j for w in lemmas for j in senses[w] if j != i})
+        if not same_word or not definition:
             continue
         pos = examples[rng.integers(len(examples))]
-        j = others[rng.integers(len(others))]
+        if negatives == "same_word":
+            j = same_word[rng.integers(len(same_word))]
+        else:  # a uniform draw among the synsets that share no lemma with S (rejection sampling)
+            j = next((int(k) for k in rng.integers(len(with_ex), size=_MAX_DRAWS)
+                      if not set(with_ex[k][1]) & set(lemmas)), None)
+            if j is None:
+                continue
         neg = with_ex[j][3][rng.integers(len(with_ex[j][3]))]
         pairs += [(definition, pos, 1, sid), (definition, neg, 0, sid)]
     return pairs
@@ -244,7 +264,7 @@ def locate_wordnet(root: Path | None) -> Path | None:
 
 
 def load_wordnet_pairs(root: Path | None, seed: int, n_train: int = 2000, n_test: int = 500,
-                       max_len: int = MAX_LEN):
+                       max_len: int = MAX_LEN, negatives: str = "same_word"):
     """The WordNet context–gloss stand-in task as a tokenised :class:`alstudy.data.Dataset`.
 
     Synsets (not pairs) are split between train and test, so no definition appears in both.
@@ -255,6 +275,7 @@ def load_wordnet_pairs(root: Path | None, seed: int, n_train: int = 2000, n_test
         n_train: Pool size (pairs).
         n_test: Test size (pairs).
         max_len: Longest tokenised pair.
+        negatives: How negatives are drawn, one of :data:`NEGATIVES` (:func:`wordnet_gloss_pairs`).
 
     Returns:
         Dataset with ``task="classification"``, inputs ``[N, 3, L]``, two balanced classes.
@@ -267,7 +288,7 @@ def load_wordnet_pairs(root: Path | None, seed: int, n_train: int = 2000, n_test
     folder = locate_wordnet(root)
     if folder is None:
         raise DatasetUnavailable("wordnet_pairs")
-    pairs = wordnet_gloss_pairs(wordnet_synsets(folder), seed)
+    pairs = wordnet_gloss_pairs(wordnet_synsets(folder), seed, negatives)
     rng = np.random.default_rng(seed + 1)
     ids = sorted({p[3] for p in pairs})
     rng.shuffle(ids)

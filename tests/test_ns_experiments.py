@@ -249,3 +249,24 @@ def test_text_pair_model_rejects_bad_options():
         models.build("text_pair", (3, 8), 2, layers=9, pretrained=False)
     with pytest.raises(ValueError, match=r"inputs \[N, 3, L\]"):
         models.build("text_pair", (1, 28, 28), 2, pretrained=False)
+
+
+def test_wordnet_other_word_negatives_share_no_lemma(tmp_path):
+    from alstudy import text
+
+    (tmp_path / "data.noun").write_text(WORDNET_NOUN, encoding="latin-1")
+    syn = text.wordnet_synsets(tmp_path)
+    by_id = {s[0]: s for s in syn}
+    pairs = text.wordnet_gloss_pairs(syn, seed=0, negatives="other_word")
+    assert pairs and sum(p[2] for p in pairs) == len(pairs) // 2
+    for definition, example, label, sid in pairs:
+        owner = next(s for s in syn if example in s[3])
+        if label == 1:
+            assert owner[0] == sid
+        else:  # an example of a synset with no lemma in common with the definition's
+            assert not set(owner[1]) & set(by_id[sid][1])
+    with pytest.raises(ValueError, match="negatives.*allowed: \\['same_word', 'other_word'\\]"):
+        text.wordnet_gloss_pairs(syn, seed=0, negatives="random")
+    from alstudy import data  # the lazily imported loader's options are data options
+
+    assert data.loader_options("wordnet_pairs")["negatives"] == "same_word"
