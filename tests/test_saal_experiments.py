@@ -266,3 +266,20 @@ def test_cycle_metric_sizes_set_the_sample_and_name_bad_entries():
     for bad in ({"no_such_metric": 10}, {"bound_terms": 1}, {"bound_terms": "all"}):
         with pytest.raises(params.ParamError, match="cycle_metric_sizes"):
             params.validate(cycle_metric_sizes=bad)
+
+
+def test_combined_tables_pool_only_runs_that_differ_in_the_optimizer(tmp_path):
+    exp = tmp_path / "saal_perturbed_loss"
+    rows = lambda opt, value: _tidy([("saal_perturbed_loss", f"r-{opt}", "digits", "small_cnn", "saal", 0, 1, 30,
+                                      f"perturbed_loss_{part}", value)
+                                     for part in ("unlabeled", "labeled", "total")])
+    for name, opt, cycles, value in (("adam", "adam", 3, 1.0), ("sam", "sam", 3, 2.0),
+                                     ("old-sam", "sam", 6, 50.0)):  # another protocol: left out
+        run = exp / name
+        run.mkdir(parents=True)
+        rows(opt, value).to_csv(run / "metrics.csv", index=False)
+        (run / "params.yaml").write_text(yaml.safe_dump({"experiment": "saal_perturbed_loss", "dataset": "digits",
+                                                         "optimizer": opt, "cycles": cycles, "seeds": [0]}))
+    table = saal_report.perturbed_loss_table(exp / "adam").set_index("optimizer")
+    assert table.loc["adam", "unlabeled"] == 1.0 and table.loc["sam", "unlabeled"] == 2.0
+    assert len(table) == 2

@@ -37,7 +37,7 @@ from . import stats
 from .claims import Claim, Threshold, claims_for
 
 __all__ = ["Verdict", "VERDICT_VALUES", "judge", "judge_run", "render_markdown", "write_verdicts", "paired_table",
-           "preset_of", "run_frame", "repo_root", "check_threshold", "sibling_runs"]
+           "preset_of", "run_frame", "repo_root", "check_threshold", "sibling_runs", "matching_runs"]
 
 VERDICT_VALUES = ("reproduced", "contradicted", "inconclusive", "not_computed")
 COMPARISON_KINDS = ("superiority", "non_inferiority", "equivalence")
@@ -188,7 +188,7 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
         path = run_dir / "metrics.csv"
         return results.read_metrics(path) if path.exists() else pd.DataFrame(columns=results.COLUMNS)
     frames = []
-    for sibling in _matching_runs(run_dir, keys):
+    for sibling in matching_runs(run_dir, keys):
         prm = _params_or_defaults(sibling)
         frame = results.read_metrics(sibling / "metrics.csv")
         for key in keys:
@@ -197,9 +197,10 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
 
 
-def _matching_runs(run_dir: Path, free: set[str]) -> list[Path]:
+def matching_runs(run_dir: str | Path, free: set[str]) -> list[Path]:
     """Run folders of ``run_dir``'s experiment (itself included) whose semantic parameters equal
     its own except for the keys in ``free``; a key a run does not store has its default."""
+    run_dir = Path(run_dir)
     own = _params_or_defaults(run_dir)
     out = []
     for sibling in sorted(p.parent for p in Path(run_dir).parent.glob("*/metrics.csv")):
@@ -222,7 +223,7 @@ def sibling_runs(run_dir: str | Path, differ: Mapping[str, Any]) -> list[Path]:
     Returns:
         Matching run folders, sorted by name (empty when none is stored).
     """
-    return [s for s in _matching_runs(Path(run_dir), set(differ) | {"seeds"})
+    return [s for s in matching_runs(Path(run_dir), set(differ) | {"seeds"})
             if all(_same(_params_or_defaults(s).get(k), v) for k, v in differ.items())]
 
 

@@ -54,19 +54,22 @@ def _run_frame(run_dir: Path) -> tuple[pd.DataFrame, dict]:
     return frame, params or {}
 
 
-def runs_with_params(experiment_dir: str | Path, keys: tuple[str, ...] = ("optimizer",)) -> pd.DataFrame:
-    """Tidy results of every run folder under ``experiment_dir``, with run parameters as columns.
+def runs_with_params(run_dir: str | Path, keys: tuple[str, ...] = ("optimizer",)) -> pd.DataFrame:
+    """Tidy results of ``run_dir`` and of every stored run that differs from it only in ``keys``
+    (and in its seeds), with those parameters as columns: the units of one batch grid, such as
+    the Adam and SAM runs of Table 1, never runs of another protocol.
 
     Args:
-        experiment_dir: ``<results_dir>/<experiment>`` (each child with ``metrics.csv`` and
-            ``params.yaml`` is a run).
-        keys: Run parameters to add as columns (e.g. ``optimizer``).
+        run_dir: One run folder of the grid (``<results_dir>/<experiment>/<run id>``).
+        keys: Run parameters the grid varies, added as columns (e.g. ``optimizer``).
 
     Returns:
         The concatenated tidy frame plus one column per key (empty when there are no runs).
     """
+    from ..evidence.verdicts import matching_runs
+
     frames = []
-    for run in sorted(p.parent for p in Path(experiment_dir).glob("*/metrics.csv")):
+    for run in matching_runs(run_dir, set(keys) | {"seeds"}):
         frame, params = _run_frame(run)
         if frame.empty:
             continue
@@ -151,16 +154,16 @@ def table1_from_frame(frame: pd.DataFrame, by: tuple[str, ...] = ("dataset", "op
     return out
 
 
-def table1(experiment_dir: str | Path) -> pd.DataFrame:
-    """:func:`table1_from_frame` over every ``saal_table1`` run folder in ``experiment_dir``.
+def table1(run_dir: str | Path) -> pd.DataFrame:
+    """:func:`table1_from_frame` over ``run_dir`` and its runs with the other optimizer.
 
     Args:
-        experiment_dir: ``<results_dir>/saal_table1``.
+        run_dir: One ``saal_table1`` run folder (:func:`runs_with_params` finds the others).
 
     Returns:
         The Table-1-shaped summary (empty when no run has results).
     """
-    frame = runs_with_params(experiment_dir, ("optimizer",))
+    frame = runs_with_params(run_dir, ("optimizer",))
     if frame.empty:
         return pd.DataFrame()
     return table1_from_frame(frame)
@@ -231,20 +234,21 @@ def _report_rho(run_dir: Path) -> dict[str, plt.Figure]:
 _PL_METRICS = ["perturbed_loss_unlabeled", "perturbed_loss_labeled", "perturbed_loss_total"]
 
 
-def perturbed_loss_table(experiment_dir: str | Path) -> pd.DataFrame:
+def perturbed_loss_table(run_dir: str | Path) -> pd.DataFrame:
     """Per (optimizer, strategy): mean over rounds ≥ 1 and seeds of the maximally perturbed loss
     of X_U, X_L and X (SAAL Fig 3), and each strategy's rank (1 = lowest) within its optimizer.
 
     Round 0 (before any acquisition) is the same for every strategy and is left out.
 
     Args:
-        experiment_dir: ``<results_dir>/saal_perturbed_loss``.
+        run_dir: One ``saal_perturbed_loss`` run folder (:func:`runs_with_params` finds the run
+            with the other optimizer).
 
     Returns:
         Columns ``optimizer, strategy, unlabeled, labeled, total, rank_unlabeled, rank_labeled,
         rank_total, seeds`` (empty when there are no runs).
     """
-    frame = runs_with_params(experiment_dir, ("optimizer",))
+    frame = runs_with_params(run_dir, ("optimizer",))
     if frame.empty:
         return pd.DataFrame()
     sub = frame[frame["metric"].isin(_PL_METRICS) & (frame["cycle"] >= 1)]
