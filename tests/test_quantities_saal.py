@@ -93,7 +93,7 @@ def test_theory_quantities_absent_files_give_none(tmp_path):
 # ----------------------------------------------------------------------------- AL notebooks (metrics.csv)
 
 
-def test_per_round_values_of_the_claims_arm(tmp_path):
+def test_per_seed_means_of_the_claims_arm(tmp_path):
     rows = []
     for seed in (0, 1):
         for cycle in (0, 1, 2):
@@ -103,7 +103,7 @@ def test_per_round_values_of_the_claims_arm(tmp_path):
                      ("rho=0.05", seed, cycle, "psi", 0.9 + v / 10), ("rho=0.1", seed, cycle, "psi", 0.0),
                      ("rho=0.05", seed, cycle, "margin_ratio", v), ("rho=0.1", seed, cycle, "margin_ratio", 9.0)]
     _tidy(rows).to_csv(tmp_path / "metrics.csv", index=False)
-    want = np.array([0.1, 0.11, 0.12, 0.2, 0.21, 0.22])  # seed-major, cycle order
+    want = np.array([0.11, 0.21])  # per seed: the mean over its rounds 0, 1, 2
     assert _q("saal.fig1a.score_corr_loss", tmp_path) == pytest.approx(want)
     assert _q("saal.fig1a.score_corr_grad", tmp_path) == pytest.approx(-want)
     assert _q("saal.fig1a.score_corr_eig", tmp_path) == pytest.approx(2 * want)
