@@ -161,12 +161,17 @@ class _Data:
         self.x_train, self.y_train = x, y
 
 
-def test_perturbed_loss_cycle_metric_against_naive_reference():
+def _tiny_pool():
+    """A float64 tiny net, 30 inputs with 3-class labels and a pool with 4 of them labeled."""
     torch.manual_seed(1)
     model = _TinyNet().double().eval()
     x = torch.randn(30, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (30,))
-    pool = Pool(30, torch.tensor([0, 3, 7, 11]))
+    return model, x, y, Pool(30, torch.tensor([0, 3, 7, 11]))
+
+
+def test_perturbed_loss_cycle_metric_against_naive_reference():
+    model, x, y, pool = _tiny_pool()
     rows = dict(cycle_metrics.compute("perturbed_loss", model, _Data(x, y), pool, None,
                                       {"sam_rho": 0.05}, torch.Generator().manual_seed(0)))
     lab, unl = pool.labeled, pool.unlabeled  # 26 unlabeled < 2,000: all of them are used
@@ -251,11 +256,7 @@ def test_lambda1_fixed_sample_measures_the_same_examples_every_cycle():
 
 
 def test_cycle_metric_sizes_set_the_sample_and_name_bad_entries():
-    torch.manual_seed(1)
-    model = _TinyNet().double().eval()
-    x = torch.randn(30, 6, dtype=torch.float64)
-    y = torch.randint(0, 3, (30,))
-    pool = Pool(30, torch.tensor([0, 3, 7, 11]))
+    model, x, y, pool = _tiny_pool()
     p = {"sam_rho": 0.05, "cycle_metric_sizes": {"perturbed_loss": 5}}
     g = torch.Generator().manual_seed(0)
     unl = cycle_metrics._sample(pool.unlabeled, 5, torch.Generator().manual_seed(0))  # [5]
