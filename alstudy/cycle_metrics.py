@@ -180,8 +180,8 @@ def pseudo_label_margin(model, data, pool, strategy, params, generator) -> list[
 def bound_terms(model, data, pool, strategy, params, generator) -> list[tuple[str, float]]:
     """Correlation and size of the SAAL upper-bound terms (SAAL Thm 3.3, Fig 1).
 
-    On :data:`BOUND_SAMPLE` sampled unlabeled examples: the SAAL score ``s(x)`` (Eq 6) and the
-    terms of its bound ``s ≤ ℓ + ρ‖∇ℓ‖ + ½ρ²λ₁ + O(ρ³)`` from
+    On :data:`BOUND_SAMPLE` sampled unlabeled examples (or ``cycle_metric_sizes['bound_terms']``):
+    the SAAL score ``s(x)`` (Eq 6) and the terms of its bound ``s ≤ ℓ + ρ‖∇ℓ‖ + ½ρ²λ₁ + O(ρ³)`` from
     :func:`alstudy.theory.saal_bound_terms` (λ₁ by Lanczos on Hessian-vector products), with the
     strategy's ρ (SAAL strategies) or ``sam_rho``.
 
@@ -216,7 +216,7 @@ def lambda1_fixed_sample(model, data, pool, strategy, params, generator) -> list
 
     ``bound_terms`` draws a fresh unlabeled sample each cycle, so its mean λ₁ moves with the
     sample as well as with the model. This metric draws :data:`BOUND_SAMPLE` training indices
-    once per seed (the same generator state every cycle) and measures, each cycle, those of them
+    (or ``cycle_metric_sizes['lambda1_fixed_sample']``) once per seed (the same generator state every cycle) and measures, each cycle, those of them
     that are still unlabeled: the model is all that changes, apart from the few members
     labeled along the way.
 

@@ -10,12 +10,14 @@ at most the unit in flight; a unit in flight in another process is skipped and w
 Seeding: the initial set, the model initialisation of each cycle and the training order depend
 only on (seed, cycle), so every strategy of a seed starts from the same labels and weights;
 the selection generator depends on (seed, cycle) too. Same params + seed -> same indices.
+So a unit of the same configuration already finished in another run folder (another experiment
+name or label, at least as many cycles) is copied rather than run again: see
+:mod:`alstudy.unit_reuse`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from tqdm import tqdm
 
 from . import data as data_mod
 from . import cycle_metrics, models, params as params_mod, pool as pool_mod, records, strategies
+from . import unit_reuse
 from .results import COLUMNS, atomic_write_csv, atomic_write_text, remove_stale_temp_files
 from .train import TrainConfig, evaluate, fit, resolve_device
 
@@ -59,10 +62,6 @@ def train_config(p: dict[str, Any]) -> TrainConfig:
 def run_dir(p: dict[str, Any]) -> Path:
     """``<results_dir>/<experiment>/<run_id>`` of validated params."""
     return Path(p["results_dir"]) / p["experiment"] / params_mod.run_id(p)
-
-
-def _unit_stem(label: str, seed: int) -> str:
-    return f"{re.sub(r'[^A-Za-z0-9_.=+-]+', '_', label)}__seed{seed}"
 
 
 def run_unit(p: dict[str, Any], data: data_mod.Dataset, label: str, strategy: strategies.Strategy,
@@ -171,7 +170,7 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
         remove_stale_temp_files(folder)
 
     units = [(label, seed) for seed in p["seeds"] for label in built]  # seed-major: an interrupted run leaves whole seeds
-    done = lambda label, seed: (out / "units" / f"{_unit_stem(label, seed)}.csv").exists()
+    done = lambda label, seed: (out / "units" / f"{records.unit_stem(label, seed)}.csv").exists()
     todo = [(l, s) for l, s in units if not done(l, s)]
     env = records.environment(device, threads)
     if todo:
@@ -200,13 +199,13 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
     """
     if not todo:
         return 0, 0
-    attempt = records.Attempt(out, p, env, [_unit_stem(l, s) for l, s in todo])
+    attempt = records.Attempt(out, p, env, [records.unit_stem(l, s) for l, s in todo])
     bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"],
                mininterval=2.0)
     waiting = []
     try:
         for label, seed in todo:
-            lock = records.UnitLock(out / "units" / f".{_unit_stem(label, seed)}.lock")
+            lock = records.UnitLock(out / "units" / f".{records.unit_stem(label, seed)}.lock")
             if lock.try_acquire():
                 _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
             else:
@@ -223,7 +222,13 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
     finally:
         bar.close()
     attempt.close()
-    return len(attempt.record["ran"]), len(attempt.record["finished_elsewhere"])
+    copied = attempt.record.get("copied", {})
+    if copied:
+        sources = sorted({str(Path(origin).parent.parent) for origin in copied.values()})
+        print(f"alstudy: {len(copied)} unit(s) copied from finished units of the same "
+              f"configuration in {', '.join(sources)} (reuse_units: false runs them here)",
+              file=sys.stderr)
+    return len(attempt.record["ran"]) + len(copied), len(attempt.record["finished_elsewhere"])
 
 
 def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
@@ -231,22 +236,32 @@ def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, stra
                 done: Any, lock: records.UnitLock, attempt: records.Attempt, bar: tqdm) -> None:
     """Run one unit whose lock is held, write its files (the tidy CSV last), release the lock;
     nothing is run when another process finished the unit first."""
-    stem = _unit_stem(label, seed)
+    stem = records.unit_stem(label, seed)
     try:
         if done(label, seed):  # finished by another process since the listing
             attempt.finished_elsewhere(stem)
             return
-        started = time.time()
-        metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
+        donor = (unit_reuse.find_donor(p, built[label], seed, env, out) if p["reuse_units"]
+                 else None)
+        if donor is not None:
+            metrics, sel, record = unit_reuse.load(donor, p, label)
+            if bar is not None:
+                bar.update(p["cycles"] + 1)
+        else:
+            started = time.time()
+            metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
+            record = {**env, "strategy": label, "seed": seed, "host": attempt.record["host"],
+                      "pid": attempt.record["pid"], "started": started,
+                      "seconds": time.time() - started}
         atomic_write_csv(sel, out / "units" / f"{stem}.selected.csv")
-        atomic_write_text(json.dumps({**env, "strategy": label, "seed": seed,
-                                      "host": attempt.record["host"], "pid": attempt.record["pid"],
-                                      "started": started, "seconds": time.time() - started},
-                                     indent=2), out / "units" / f"{stem}.json")
+        atomic_write_text(json.dumps(record, indent=2), out / "units" / f"{stem}.json")
         with records.run_lock(out):
             records.record_finished_unit(out, p, env, seed)
         atomic_write_csv(metrics, out / "units" / f"{stem}.csv")  # written last: marks the unit done
-        attempt.ran(stem)
+        if donor is not None:
+            attempt.copied(stem, record["copied_from"])
+        else:
+            attempt.ran(stem)
         _combine(out, list(built))
     finally:
         lock.release()

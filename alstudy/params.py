@@ -157,6 +157,9 @@ SCHEMA: dict[str, Field] = {
                     lambda v: v is None or (bool(v) and "/" not in v), "run folder name",
                     semantic=False),
     "progress": Field(True, _BOOL, "true or false", help="show progress bars", semantic=False),
+    "reuse_units": Field(True, _BOOL, "true or false",
+                         help="copy a finished unit of the same configuration from another run "
+                              "folder instead of running it (alstudy.unit_reuse)", semantic=False),
 }
 
 

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import socket
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,8 +36,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["default_threads", "environment", "UnitLock", "run_lock", "record_finished_unit",
-           "check_resume", "Attempt"]
+__all__ = ["default_threads", "unit_stem", "result_settings", "environment", "UnitLock",
+           "run_lock", "record_finished_unit", "check_resume", "Attempt"]
 
 
 def default_threads() -> int:
@@ -50,6 +51,23 @@ def default_threads() -> int:
     except ValueError:
         return 1
     return n if n >= 1 else 1
+
+
+def unit_stem(label: str, seed: int) -> str:
+    """File stem of a unit: ``<label with unsafe characters as _>__seed<seed>``."""
+    return f"{re.sub(r'[^A-Za-z0-9_.=+-]+', '_', label)}__seed{seed}"
+
+
+def result_settings(env: dict[str, Any]) -> dict[str, Any]:
+    """The part of an environment record that changes a unit's numbers: the device type, and
+    the thread count on CPU or the GPU model on CUDA."""
+    device = str(env.get("device", "?")).split(":")[0]
+    out = {"device": device}
+    if device == "cuda":
+        out["gpu"] = env.get("gpu")
+    else:
+        out["threads"] = env.get("threads")
+    return out
 
 
 def _now() -> str:
@@ -70,18 +88,6 @@ def environment(device: Any, threads: int) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
-
-
-def _result_settings(env: dict[str, Any]) -> dict[str, Any]:
-    """The part of an environment record that changes a unit's numbers: the device type, and
-    the thread count on CPU or the GPU model on CUDA."""
-    device = str(env.get("device", "?")).split(":")[0]
-    out = {"device": device}
-    if device == "cuda":
-        out["gpu"] = env.get("gpu")
-    else:
-        out["threads"] = env.get("threads")
-    return out
 
 
 class UnitLock:
@@ -210,7 +216,7 @@ def check_resume(run_dir: Path, env: dict[str, Any], finished: list[str]) -> lis
     """
     from . import params as params_mod
 
-    now = _result_settings(env)
+    now = result_settings(env)
     differ: dict[tuple[str, Any], list[str]] = {}
     warnings = []
     legacy = []
@@ -220,7 +226,7 @@ def check_resume(run_dir: Path, env: dict[str, Any], finished: list[str]) -> lis
             legacy.append(stem)
             continue
         rec = json.loads(side.read_text())
-        was = _result_settings(rec)
+        was = result_settings(rec)
         for key in now:  # device, then threads (CPU) or the GPU model (CUDA)
             if key in was and was[key] != now[key]:
                 differ.setdefault((key, was[key]), []).append(stem)
@@ -237,7 +243,7 @@ def check_resume(run_dir: Path, env: dict[str, Any], finished: list[str]) -> lis
             "or 'results_dir'")
     old = run_dir / "environment.json"
     if legacy and old.exists():
-        was = _result_settings(json.loads(old.read_text()))
+        was = result_settings(json.loads(old.read_text()))
         bad = [k for k in now if k in was and was[k] != now[k]]
         if bad:
             warnings.append(f"{run_dir}: {len(legacy)} finished unit(s) have no record of their own; "
@@ -264,6 +270,11 @@ class Attempt:
     def ran(self, stem: str) -> None:
         """Note a unit this invocation finished."""
         self.record["ran"].append(stem)
+        self._write()
+
+    def copied(self, stem: str, origin: str) -> None:
+        """Note a unit copied from an identical unit of another run folder."""
+        self.record.setdefault("copied", {})[stem] = origin
         self._write()
 
     def finished_elsewhere(self, stem: str) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from alstudy import loop, notebooks, results
+from alstudy import loop, notebooks, records, results
 from alstudy.params import ParamError, validate
 
 FAST = dict(dataset="digits", model="small_cnn", model_options={"width": 4}, strategies=["random", "entropy"],
@@ -102,7 +102,7 @@ def test_unit_in_flight_elsewhere_is_skipped_then_taken_over(tmp_path, monkeypat
     """A live process holds one unit's lock: this run does the others first, waits, and runs the
     held unit itself once its holder exits without finishing it."""
     out = _dir(tmp_path, seeds=[0, 1])
-    lock = out / "units" / f".{loop._unit_stem('random', 0)}.lock"
+    lock = out / "units" / f".{records.unit_stem('random', 0)}.lock"
     release = tmp_path / "release"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, pathlib, time
@@ -134,7 +134,7 @@ def test_unit_in_flight_elsewhere_is_skipped_then_taken_over(tmp_path, monkeypat
 
 def test_dead_holder_lock_file_does_not_block(tmp_path):
     out = _dir(tmp_path)
-    lock = out / "units" / f".{loop._unit_stem('random', 0)}.lock"
+    lock = out / "units" / f".{records.unit_stem('random', 0)}.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": 999999999, "host": "gone", "since": "earlier"}))
     frame = loop.run(FAST, results_dir=str(tmp_path))
