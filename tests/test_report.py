@@ -73,6 +73,12 @@ def test_runs_table_counts_seeds_with_every_strategy_and_unit_hours(tmp_path):
     rec = {"run": str(run), "notebook": "ns_regression", "preset": "cpu"}  # the cpu preset: 50 seeds, 3 arms
     row = [line for line in runs_table([rec, dict(rec)]) if line.startswith(f"| `{run}`")]
     assert row == [f"| `{run}` | `ns_regression`, `cpu` | 2 of 50 | 2 | 1.50 | **no** |"]
+    # a unit copied from another run folder is counted, its time is not (it ran there)
+    (run / "units" / "random__seed1.json").write_text(
+        json.dumps({"seconds": 1800, "threads": 1, "copied_from": "results/x/y/units/r.csv"}))
+    (run / "units" / "random__seed1.csv").write_text("")
+    row = [line for line in runs_table([rec]) if line.startswith(f"| `{run}`")]
+    assert row == [f"| `{run}` | `ns_regression`, `cpu` | 2 of 50 | 3 (1 copied) | 1.50 | **no** |"]
 
 
 def test_changes_table_pairs_a_claim_with_its_earlier_smaller_runs(tmp_path):

@@ -91,10 +91,12 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _unit_stats(run_dir: Path) -> tuple[int, float]:
-    """``(finished units, unit-hours)`` of a loop run folder: every ``units/<stem>.json`` with a
-    ``units/<stem>.csv`` (a finished unit), its ``seconds`` times its ``threads``."""
-    done, hours = 0, 0.0
+def _unit_stats(run_dir: Path) -> tuple[int, int, float]:
+    """``(finished units, of them copied, unit-hours)`` of a loop run folder: every
+    ``units/<stem>.json`` with a ``units/<stem>.csv`` (a finished unit); the hours are the
+    ``seconds`` times the ``threads`` of the units run in this folder (a copied unit's time
+    counts where it ran)."""
+    done, copied, hours = 0, 0, 0.0
     for side in sorted((run_dir / "units").glob("*.json")):
         if not side.with_suffix(".csv").exists():
             continue
@@ -103,8 +105,11 @@ def _unit_stats(run_dir: Path) -> tuple[int, float]:
         except ValueError:
             continue
         done += 1
+        if rec.get("copied_from"):
+            copied += 1
+            continue
         hours += float(rec.get("seconds") or 0.0) * int(rec.get("threads") or 1) / 3600
-    return done, hours
+    return done, copied, hours
 
 
 def runs_table(records) -> list[str]:
@@ -121,8 +126,9 @@ def runs_table(records) -> list[str]:
     lines = ["#### Runs behind these verdicts", "",
              "Seeds: those with every strategy finished, of the preset's. Compute: the finished "
              "units' wall-clock seconds × torch threads, in CPU-hours (units of a run may have "
-             "shared the machine with one other single-thread process); — where a run predates "
-             "per-unit records or is not a run of AL units.", "",
+             "shared the machine with one other single-thread process); units copied from an "
+             "identical unit of another run are counted in brackets and their time where they "
+             "ran; — where a run predates per-unit records or is not a run of AL units.", "",
              "| run | notebook, preset | seeds done | units done | CPU-hours | complete |",
              "|---|---|---|---|---|---|"]
     for run, notebook, preset in runs:
@@ -142,8 +148,9 @@ def runs_table(records) -> list[str]:
             done = int((per_seed >= n_strategies).sum())
             seeds_done = f"{done} of {len(want)}"
             complete = "yes" if done >= len(want) else "**no**"
-        units, hours = _unit_stats(folder) if (folder / "units").is_dir() else (0, 0.0)
-        lines.append(f"| `{run}` | `{notebook}`, `{preset}` | {seeds_done} | {units or '—'} | "
+        units, copied, hours = _unit_stats(folder) if (folder / "units").is_dir() else (0, 0, 0.0)
+        count = f"{units} ({copied} copied)" if copied else f"{units or '—'}"
+        lines.append(f"| `{run}` | `{notebook}`, `{preset}` | {seeds_done} | {count} | "
                      f"{f'{hours:.2f}' if units else '—'} | {complete} |")
     return lines + [""]
 
