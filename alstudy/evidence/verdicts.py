@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from .. import results
-from ..params import defaults
+from ..params import SCHEMA, defaults
 from . import stats
 from .claims import Claim, Threshold, claims_for
 
@@ -42,8 +42,9 @@ __all__ = ["Verdict", "VERDICT_VALUES", "judge", "judge_run", "render_markdown",
 VERDICT_VALUES = ("reproduced", "contradicted", "inconclusive", "not_computed")
 COMPARISON_KINDS = ("superiority", "non_inferiority", "equivalence")
 QUANTITY_KINDS = ("correlation", "theorem_check", "cost_ratio")
-#: Parameters that say where or how a run executes, not what it computes.
-_NOT_SEMANTIC = {"results_dir", "run_id", "threads", "progress", "device", "data_root", "claims"}
+#: Parameters that say where or how a run executes, not what it computes (seeds are matched
+#: apart: a run of some of a preset's seeds is that preset).
+_NOT_SEMANTIC = {k for k, f in SCHEMA.items() if not f.semantic} | {"claims"}
 
 
 def repo_root() -> Path:
