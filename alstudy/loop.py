@@ -179,26 +179,29 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
             print(f"alstudy: warning: {warning}", file=sys.stderr)
     torch.set_num_threads(threads)
     order = list(built)
-    ran, elsewhere = _run_units(p, data, built, todo, device, env, out, done)
+    donors = unit_reuse.DonorIndex(p, built, unit_reuse.data_fingerprint(data), env, out)
+    ran, copied, elsewhere = _run_units(p, data, built, todo, device, env, out, done, donors)
     frame = _combine(out, order)
     skipped = len(units) - len(todo)
-    if skipped or elsewhere:
+    if skipped or elsewhere or copied:
         print(f"alstudy: {skipped} of {len(units)} unit(s) were already finished and skipped"
               + (f", {elsewhere} finished by another process" if elsewhere else "")
+              + (f", {copied} copied" if copied else "")
               + f", {ran} run now; results: {out}", file=sys.stderr)
     return frame
 
 
 def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
                todo: list[tuple[str, int]], device: torch.device, env: dict[str, Any], out: Path,
-               done: Any) -> tuple[int, int]:
-    """Run the unfinished units, each under its lock; wait for those in flight elsewhere.
+               done: Any, donors: unit_reuse.DonorIndex) -> tuple[int, int, int]:
+    """Run (or copy, see :mod:`alstudy.unit_reuse`) the unfinished units, each under its lock;
+    wait for those in flight elsewhere.
 
     Returns:
-        ``(units run here, units finished by another process meanwhile)``.
+        ``(units run here, units copied, units finished by another process meanwhile)``.
     """
     if not todo:
-        return 0, 0
+        return 0, 0, 0
     attempt = records.Attempt(out, p, env, [records.unit_stem(l, s) for l, s in todo])
     bar = tqdm(total=len(todo) * (p["cycles"] + 1), desc=p["experiment"], disable=not p["progress"],
                mininterval=2.0)
@@ -207,7 +210,8 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
         for label, seed in todo:
             lock = records.UnitLock(out / "units" / f".{records.unit_stem(label, seed)}.lock")
             if lock.try_acquire():
-                _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
+                _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar,
+                            donors)
             else:
                 waiting.append((label, seed, lock))
         for label, seed, lock in waiting:  # in flight elsewhere: wait, and take over if it died
@@ -215,7 +219,8 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
                 print(f"alstudy: {label} seed {seed} is running in {lock.holder()}; waiting for it",
                       file=sys.stderr)
                 lock.acquire()
-            _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar)
+            _run_locked(p, data, built, label, seed, device, env, out, done, lock, attempt, bar,
+                        donors)
     except BaseException as err:
         attempt.close(err)
         raise
@@ -228,23 +233,24 @@ def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strat
         print(f"alstudy: {len(copied)} unit(s) copied from finished units of the same "
               f"configuration in {', '.join(sources)} (reuse_units: false runs them here)",
               file=sys.stderr)
-    return len(attempt.record["ran"]) + len(copied), len(attempt.record["finished_elsewhere"])
+    return len(attempt.record["ran"]), len(copied), len(attempt.record["finished_elsewhere"])
 
 
 def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
                 label: str, seed: int, device: torch.device, env: dict[str, Any], out: Path,
-                done: Any, lock: records.UnitLock, attempt: records.Attempt, bar: tqdm) -> None:
-    """Run one unit whose lock is held, write its files (the tidy CSV last), release the lock;
-    nothing is run when another process finished the unit first."""
+                done: Any, lock: records.UnitLock, attempt: records.Attempt, bar: tqdm,
+                donors: unit_reuse.DonorIndex) -> None:
+    """Run (or copy) one unit whose lock is held, write its files (the tidy CSV last), release
+    the lock; nothing is run when another process finished the unit first."""
     stem = records.unit_stem(label, seed)
     try:
         if done(label, seed):  # finished by another process since the listing
             attempt.finished_elsewhere(stem)
             return
-        donor = (unit_reuse.find_donor(p, built[label], seed, env, out) if p["reuse_units"]
-                 else None)
-        if donor is not None:
-            metrics, sel, record = unit_reuse.load(donor, p, label)
+        donor = donors.find(label, seed) if p["reuse_units"] else None
+        copy = unit_reuse.load(donor, p, label) if donor is not None else None
+        if copy is not None:
+            metrics, sel, record = copy
             if bar is not None:
                 bar.update(p["cycles"] + 1)
         else:
@@ -252,13 +258,13 @@ def _run_locked(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, stra
             metrics, sel = run_unit(p, data, label, built[label], seed, device, bar)
             record = {**env, "strategy": label, "seed": seed, "host": attempt.record["host"],
                       "pid": attempt.record["pid"], "started": started,
-                      "seconds": time.time() - started}
+                      "seconds": time.time() - started, "fingerprint": donors.prints[label]}
         atomic_write_csv(sel, out / "units" / f"{stem}.selected.csv")
         atomic_write_text(json.dumps(record, indent=2), out / "units" / f"{stem}.json")
         with records.run_lock(out):
             records.record_finished_unit(out, p, env, seed)
         atomic_write_csv(metrics, out / "units" / f"{stem}.csv")  # written last: marks the unit done
-        if donor is not None:
+        if copy is not None:
             attempt.copied(stem, record["copied_from"])
         else:
             attempt.ran(stem)

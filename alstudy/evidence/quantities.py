@@ -15,6 +15,7 @@ whose number has no function here is recorded as ``not_computed``, never guessed
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -72,6 +73,27 @@ def _metrics(run_dir: Path) -> pd.DataFrame | None:
     return results.read_metrics(path) if path.exists() else None
 
 
+def _timed_here(run_dir: Path) -> pd.DataFrame | None:
+    """The run's metrics without the units copied from another run folder
+    (:mod:`alstudy.unit_reuse`): their timings were taken there, under another load, so cost
+    claims pair only units timed in this run."""
+    frame = _metrics(run_dir)
+    if frame is None:
+        return None
+    copied = set()
+    for side in (run_dir / "units").glob("*.json"):
+        try:
+            rec = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and rec.get("copied_from"):
+            copied.add((str(rec.get("strategy")), int(rec.get("seed", -1))))
+    if not copied:
+        return frame
+    keys = list(zip(frame["strategy"].astype(str), frame["seed"].astype(int)))
+    return frame[[k not in copied for k in keys]]
+
+
 def per_seed_ratio(frame: pd.DataFrame, a, b, metrics: Sequence[str], *, column: str = "strategy",
                    skip_first: bool = False) -> np.ndarray:
     """Per seed: median over cycles of the summed ``metrics`` of arm ``a`` over the same of ``b``.
@@ -100,8 +122,9 @@ def per_seed_ratio(frame: pd.DataFrame, a, b, metrics: Sequence[str], *, column:
 
 @quantity("ns.abstract.efficient_pipeline")
 def _ns_cycle_cost(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
-    """Per baseline: per-seed median over cycles of NoiseStability's (select + train) seconds over its."""
-    frame = _metrics(run_dir)
+    """Per baseline: per-seed median over cycles of NoiseStability's (select + train) seconds over
+    its, for the seeds both were timed in this run."""
+    frame = _timed_here(run_dir)
     if frame is None:
         return None
     cmp = claim.compare
@@ -279,8 +302,9 @@ def _ns_badge_direction(run_dir: Path, params: Mapping[str, Any], claim: Claim) 
 
 @quantity("ns.sec3_4.output_is_efficient")
 def _ns_output_select_cost(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
-    """Per seed: median over cycles of a's select_seconds over b's (one array per baseline)."""
-    frame = _metrics(run_dir)
+    """Per seed both were timed in this run: median over cycles of a's select_seconds over b's
+    (one array per baseline)."""
+    frame = _timed_here(run_dir)
     if frame is None:
         return None
     cmp = claim.compare
