@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binom
 
 from alstudy import evidence
 from alstudy.evidence import stats as ev
@@ -391,3 +392,39 @@ def test_trend_permutation_test_calibration_and_power():
     strong = [(x, -x + rng.normal(0, 1.0, size=(2000, 4))) for _ in range(5)]
     _, p1, p2 = ev._trend_test(strong, "spearman", -1.0, n_perm=199)
     assert np.mean(np.minimum(1, 2 * p1) <= ALPHA) > 0.8
+
+
+# ----------------------------------------------------------------------------- median rule
+
+
+def test_median_test_against_a_binomial_count_and_order_statistics():
+    x = np.array([0.3, 2.1, 0.01, 0.72, 0.75, 0.02, 1.4, 0.03, 0.8, 0.74, 0.05, 0.77])
+    n, k_below = x.size, int((x < 1).sum())
+    out = evidence.median_test(x, 1.0, "less", ALPHA)
+    assert out["p"] == pytest.approx(min(1, 2 * binom.sf(k_below - 1, n, 0.5)))
+    assert out["p_contra"] == pytest.approx(min(1, 2 * binom.sf(n - k_below - 1, n, 0.5)))
+    # (1 - alpha) order-statistic CI: [x_(j), x_(n+1-j)], j the largest with P(K < j) <= alpha/2
+    j = max(j for j in range(1, n // 2 + 1) if binom.cdf(j - 1, n, 0.5) <= ALPHA / 2)
+    xs = np.sort(x)
+    assert (out["ci_low"], out["ci_high"]) == (xs[j - 1], xs[n - j])
+    assert out["median"] == np.median(x)
+    assert out["code"] == 1  # 10 of 12 below: 2 P(K >= 10) = 0.039 <= alpha
+    assert evidence.median_test(x[:6], 1.0, "less", ALPHA)["code"] == 0  # 5 of 6: 2 P = 0.22
+
+
+@pytest.mark.parametrize("n", [12, 32])
+def test_median_rule_false_positive_rate_and_power_at_its_mde(n):
+    """Bimodal values whose population median is exactly the bound: each wrong verdict at most
+    alpha/2; a share 1/2 + MDE beyond the bound is reproduced with probability about 0.8."""
+    rng = np.random.default_rng(400 + n)
+    n_sim = 2000
+    side = np.where(rng.random((n_sim, n)) < 0.5, -1.0, 1.0)
+    null = 1.0 + side * rng.choice([0.05, 0.7], (n_sim, n)) * rng.exponential(1.0, (n_sim, n))
+    codes = np.array([evidence.median_test(row, 1.0, "less", ALPHA)["code"] for row in null])
+    for wrong in (1, -1):
+        assert np.mean(codes == wrong) <= ALPHA / 2 + _tol(ALPHA / 2, n_sim)
+    share = 0.5 + evidence.sign_test_mde(n, ALPHA)
+    below = rng.random((n_sim, n)) < share
+    alt = np.where(below, 1.0 - rng.exponential(0.3, (n_sim, n)), 1.0 + rng.exponential(0.3, (n_sim, n)))
+    hit = np.mean([evidence.median_test(row, 1.0, "less", ALPHA)["code"] == 1 for row in alt])
+    assert abs(hit - 0.8) <= _tol(0.8, n_sim) + 0.02  # the binomial power curve is a step function

@@ -135,8 +135,10 @@ def test_eq4_trend_rows_from_1e_5_up(tmp_path):
 def test_default_zeta_ratio(tmp_path):
     _zeta_file(tmp_path)
     got = q("ns.sec4_1.default_zeta_small_noise", tmp_path)
-    # median float32 linearisation error 0.2 over the RMS of the predicted MC error
-    assert got.tolist() == pytest.approx([0.2 / math.sqrt((0.09 + 0.16 + 0.25) / 3)])
+    # each example's float32 linearisation error over the RMS of the predicted MC error (the
+    # claim judges their median); the float64 rows at the same zeta are not used
+    rms = math.sqrt((0.09 + 0.16 + 0.25) / 3)
+    assert got.tolist() == pytest.approx([0.1 / rms, 0.2 / rms, 0.6 / rms])
 
 
 def test_badge_link_correlations(tmp_path):

@@ -55,7 +55,7 @@ _REQUIRED = ("id", "paper", "where", "quote", "kind", "notebook", "preset", "not
              "extension", "setting")
 _COMPARE_KEYS = ("a", "b", "column", "metric", "summary_metric", "better", "cycles", "x",
                  "levels", "direction", "quantity", "threshold", "filter", "between")
-_THRESHOLD_KEYS = ("op", "value", "tol", "share", "text")
+_THRESHOLD_KEYS = ("op", "value", "tol", "share", "statistic", "text")
 
 
 class ClaimError(ValueError):
@@ -71,6 +71,8 @@ class Threshold:
         value: The bound; a ``(lo, hi)`` pair for ``between``.
         tol: Tolerance of ``approx`` (``|q - value| <= tol``).
         share: Fraction of a family that must satisfy it (1 = every member).
+        statistic: ``mean`` (t rule) or ``median`` (sign test; ``lt | le | gt | ge`` only) of
+            the quantity's values.
         text: The condition in the paper's terms.
     """
 
@@ -78,6 +80,7 @@ class Threshold:
     value: float | tuple[float, float]
     tol: float | None = None
     share: float = 1.0
+    statistic: str = "mean"
     text: str | None = None
 
     def holds(self, q: float) -> bool:
@@ -293,7 +296,10 @@ def _threshold(cid: str, key: str, raw: Any) -> Threshold:
     share = _number(cid, f"{key}.share", share)
     if not 0 < share <= 1:
         _fail(cid, f"{key}.share", share, "a fraction in (0, 1]")
-    return Threshold(op=op, value=value, tol=tol, share=share,
+    statistic = _choice(cid, f"{key}.statistic", raw.get("statistic", "mean"), ("mean", "median"))
+    if statistic == "median" and op in ("between", "approx"):
+        _fail(cid, f"{key}.statistic", statistic, "median only with op lt, le, gt or ge")
+    return Threshold(op=op, value=value, tol=tol, share=share, statistic=statistic,
                      text=_text(cid, f"{key}.text", raw.get("text"), optional=True))
 
 

@@ -255,17 +255,19 @@ def _ns_eq4_trend(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any
 
 @quantity("ns.sec4_1.default_zeta_small_noise")
 def _ns_default_zeta(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
-    """At ζ = 1e-3, float32 difference: median linearisation error over the RMS predicted MC error."""
+    """At ζ = 1e-3, float32 difference: each example's linearisation error over the RMS predicted
+    MC error (the claim judges their median)."""
     from ..theory import summarize_eq6_zeta  # lazy: theory imports torch
 
     frame = _csv(run_dir, "eq6_vs_zeta.csv")
     if frame is None:
         return None
     summary = summarize_eq6_zeta(frame)
-    row = summary[(summary["difference"] == "finite") & np.isclose(summary["zeta"], 1e-3, rtol=1e-9, atol=0)]
+    at = lambda f: f[(f["difference"] == "finite") & np.isclose(f["zeta"], 1e-3, rtol=1e-9, atol=0)]
+    row, rows = at(summary), at(frame)
     if row.empty:
         return None
-    return np.array([float(row["lin_median"].iloc[0] / row["mc_rms"].iloc[0])])
+    return rows["lin_error"].to_numpy(float) / float(row["mc_rms"].iloc[0])  # [examples]
 
 
 def _spearman_samples(run_dir: Path, x: str, y: str, transform=None) -> Any:

@@ -109,7 +109,7 @@ from .. import results
 
 __all__ = ["KINDS", "VERDICTS", "SUMMARY_METRICS", "Comparison", "Family", "Trend", "compare",
            "compare_many", "per_cycle", "grid", "distinct_levels", "trend", "penalty_matrix",
-           "holm", "holm_family", "mde"]
+           "holm", "holm_family", "mde", "median_test", "sign_test_mde"]
 
 KINDS = ("superiority", "equivalence", "non_inferiority")
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
@@ -427,6 +427,51 @@ def _decide(d: np.ndarray, kind: str, margin: float, alpha: float) -> dict[str, 
         out["test"] = "paired t, one-sided at alpha/2 each direction (p doubled)"
     out["code"] = _code(out["p"], out["p_contra"], alpha)
     return out
+
+
+def median_test(x: np.ndarray, bound: float, side: str, alpha: float = 0.05) -> dict[str, Any]:
+    """The superiority rule for a *median*: is the median of independent values ``x`` above
+    (``side="greater"``) or below (``"less"``) ``bound``?
+
+    Sign test (``scipy.stats.quantile_test`` at p = 0.5), one-sided at α/2 each direction like
+    the t rule above: *reproduced* iff the median lies on ``side`` of ``bound`` at α/2
+    (``p`` = twice that one-sided p-value), *contradicted* iff it lies on the other side at α/2,
+    else *inconclusive*. The (1 − α) CI of the median is the distribution-free order-statistic
+    interval. No distribution is assumed: a bimodal sample gets the wide interval its median has.
+
+    Returns:
+        ``{median, ci_low, ci_high, p, p_contra, code, n, mde, test}``; ``mde`` is
+        :func:`sign_test_mde`.
+    """
+    if side not in ("greater", "less"):
+        raise ValueError(f"side={side!r}: 'greater' or 'less'")
+    x = np.asarray(x, float).ravel()
+    n = x.size
+    if n < 2:
+        raise ValueError(f"n={n} values: a sign test needs at least 2")
+    other = "less" if side == "greater" else "greater"
+    p = min(1.0, 2 * float(stats.quantile_test(x, q=bound, p=0.5, alternative=side).pvalue))
+    p_contra = min(1.0, 2 * float(stats.quantile_test(x, q=bound, p=0.5, alternative=other).pvalue))
+    ci = stats.quantile_test(x, q=bound, p=0.5).confidence_interval(1 - alpha)
+    return {"median": float(np.median(x)), "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "p": p, "p_contra": p_contra, "code": int(_code(np.array(p), np.array(p_contra), alpha)),
+            "n": n, "mde": sign_test_mde(n, alpha),
+            "test": "sign test of the median (scipy quantile_test), one-sided at alpha/2 each "
+                    "direction (p doubled); order-statistic CI"}
+
+
+def sign_test_mde(n: int, alpha: float = 0.05, power: float = POWER) -> float | None:
+    """Smallest departure of the share of values above the bound from 1/2 that
+    :func:`median_test` detects with probability ``power`` (``None`` when no share can be)."""
+    k = np.arange(n + 1)
+    sig = stats.binom.sf(k - 1, n, 0.5) <= alpha / 2  # P(K >= k) under the null
+    if not sig.any():
+        return None
+    k_crit = int(k[sig][0])
+    if stats.binom.sf(k_crit - 1, n, 1.0) < power:
+        return None
+    share = optimize.brentq(lambda q: stats.binom.sf(k_crit - 1, n, q) - power, 0.5, 1.0)
+    return float(share - 0.5)
 
 
 def _code(p: np.ndarray, p_contra: np.ndarray, alpha: float) -> np.ndarray:

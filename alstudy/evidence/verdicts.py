@@ -523,8 +523,9 @@ def check_threshold(values: Any, threshold: Threshold, alpha: float = 0.05) -> d
     :mod:`alstudy.evidence.stats` on the differences from ``value`` (one-sided t-test at α/2 in
     each direction; reproduced iff the (1 − α) CI of the mean lies on the claimed side).
     ``between`` [lo, hi] and ``approx`` (value ± tol): the equivalence rule (TOST) around the
-    interval's centre with its half-width as margin. A single value (n = 1) has no sampling
-    interval: it is compared directly and the record says so.
+    interval's centre with its half-width as margin. ``statistic: median`` judges the median
+    instead (:func:`alstudy.evidence.stats.median_test`, a sign test). A single value (n = 1)
+    has no sampling interval: it is compared directly and the record says so.
 
     Args:
         values: 1-D array of independent values (or None when not computed).
@@ -560,6 +561,14 @@ def check_threshold(values: Any, threshold: Threshold, alpha: float = 0.05) -> d
                 "test": "point check of a single value (no sampling interval)", "margin": None, "mde": None,
                 "reason": "one number, compared directly" + (f"; {n_bad} non-finite dropped" if n_bad else ""),
                 "detail": ()}
+    if threshold.statistic == "median":
+        m = stats.median_test(x, centre, "greater" if sign > 0 else "less", alpha)
+        return {"verdict": stats._CODES[m["code"]], "headline": f"median {m['median']:.4g} ({text})",
+                "n": m["n"], "diff": m["median"], "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                "p": m["p"], "test": m["test"], "margin": None, "mde": m["mde"],
+                "reason": ("MDE: the share of values beyond the bound, minus 1/2"
+                           + (f"; {n_bad} non-finite dropped" if n_bad else "")),
+                "detail": ({"p_contra": m["p_contra"]},)}
     tidy = pd.DataFrame({"strategy": "quantity", "seed": np.arange(x.size), "cycle": 0, "n_labeled": 0,
                          "metric": "q", "value": shifted})
     zero = tidy.assign(strategy="threshold", value=0.0)
