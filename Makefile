@@ -25,7 +25,7 @@ setup: $(STAMP) data
 # The study's units run in two processes of one thread each (the notebook and a helper worker
 # share the run folder; a unit in flight is locked, so none runs twice). FRESH=1 recomputes every
 # unit into a new scratch folder instead of reusing finished units.
-STUDY_OUT := $(if $(FRESH),-p results_dir results/_scratch/study-$(shell date +%Y%m%d-%H%M%S))
+STUDY_OUT := $(if $(FRESH),-p results_dir results/_scratch/study-$(shell date +%Y%m%d-%H%M%S) -p reuse_units false)
 study: setup  ## the main job: quickstart study on the embedded MNIST digits -> results/quickstart/
 	@$(BIN)/alstudy run params/quickstart.study.yaml $(STUDY_OUT) -p progress false >/dev/null 2>&1 & \
 	$(BIN)/alstudy notebook quickstart -f params/quickstart.study.yaml $(STUDY_OUT); status=$$?; wait; exit $$status
