@@ -191,6 +191,18 @@ def test_parameter_gradients_match_autograd_and_eq7_eq8_hold_for_large_K():
     assert at["eq7_sqdist_rms"] < frame[frame["K"] == 16].set_index("metric")["value"]["eq7_sqdist_rms"]
 
 
+def test_pair_distances_are_exact_for_near_duplicate_rows():
+    """‖a − b‖ from the difference itself: ‖a‖² + ‖b‖² − 2⟨a, b⟩ would lose every digit here."""
+    a = torch.randn(500, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 100
+    step = torch.zeros(500, dtype=torch.float64)
+    step[7] = 1e-9
+    M = torch.stack([a, a + step, -a])
+    norms, dist, inner = theory.noise_stability._pair_matrices(M)
+    assert float(dist[0, 1]) == pytest.approx(1e-9, rel=1e-6) and dist[1, 0] == dist[0, 1]
+    assert float(dist[0, 2]) == pytest.approx(float(2 * a.norm()))
+    assert torch.allclose(inner, M @ M.T) and torch.allclose(norms, M.norm(dim=1))
+
+
 def test_projection_errors_and_fractions_match_a_pair_loop():
     gen = torch.Generator().manual_seed(0)
     G = torch.randn(9, 40, generator=gen, dtype=torch.float64)

@@ -485,6 +485,34 @@ def jl_min_K(eps: float, n_vectors: int, delta: float = 0.1) -> int:
     return int(math.ceil(4.0 * math.log(2.0 * n_vectors / delta) / (eps * eps * (1.0 - 2.0 * eps / 3.0))))
 
 
+def _pair_matrices(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row norms ``[N]``, exact pairwise Euclidean distances ``[N, N]`` and inner products
+    ``[N, N]`` of ``M`` ``[N, n]`` in float64.
+
+    Each distance is the norm of the difference of the two rows (no ‖a‖² + ‖b‖² − 2⟨a, b⟩
+    cancellation), taken one row against the later rows at a time, so memory stays at one
+    ``[N, n]`` block whatever N (``torch.cdist`` without matrix products would hold ``[N, N, n]``).
+    """
+    M = M.double()
+    N = M.shape[0]
+    dist = torch.zeros(N, N, dtype=torch.float64)
+    for i in range(N - 1):
+        dist[i, i + 1:] = (M[i + 1:] - M[i]).norm(dim=1)
+    dist = dist + dist.T
+    return M.norm(dim=1), dist, M @ M.T
+
+
+def _errors(z: tuple[torch.Tensor, ...], g: tuple[torch.Tensor, ...], N: int) -> dict[str, torch.Tensor]:
+    """:func:`projection_errors` from the :func:`_pair_matrices` of Z and G, on their first N rows."""
+    i, j = torch.triu_indices(N, N, 1)
+    (nz, dz, iz), (ng, dg, ig) = ((n[:N], d[i, j], p[i, j]) for n, d, p in (z, g))  # [N], [P], [P]
+    return {
+        "norm_ratio": nz / ng, "dist_ratio": dz / dg, "sqdist_rel": dz.square() / dg.square() - 1,
+        "inner_err": (iz - ig) / (ng[i] * ng[j]), "cos_z": iz / (nz[i] * nz[j]),
+        "cos_g": ig / (ng[i] * ng[j]),
+    }
+
+
 def projection_errors(Z: torch.Tensor, G: torch.Tensor) -> dict[str, torch.Tensor]:
     """Norms, distances and inner products of the rows of Z (projected) against those of G.
 
@@ -498,18 +526,7 @@ def projection_errors(Z: torch.Tensor, G: torch.Tensor) -> dict[str, torch.Tenso
         ``sqdist_rel`` [P] ‖z_i − z_j‖²/‖g_i − g_j‖² − 1 (Eq 7), ``inner_err`` [P]
         (⟨z_i, z_j⟩ − ⟨g_i, g_j⟩)/(‖g_i‖‖g_j‖) (Eq 8), ``cos_z`` and ``cos_g`` [P] (Eq 17).
     """
-    Z, G = Z.double(), G.double()
-    N = Z.shape[0]
-    i, j = torch.triu_indices(N, N, 1)
-    nz, ng = Z.norm(dim=1), G.norm(dim=1)  # [N]
-    dz = torch.cdist(Z, Z, compute_mode="donot_use_mm_for_euclid_dist")[i, j]  # [P]
-    dg = torch.cdist(G, G, compute_mode="donot_use_mm_for_euclid_dist")[i, j]  # [P]
-    iz, ig = (Z[i] * Z[j]).sum(1), (G[i] * G[j]).sum(1)  # [P]
-    return {
-        "norm_ratio": nz / ng, "dist_ratio": dz / dg, "sqdist_rel": dz.square() / dg.square() - 1,
-        "inner_err": (iz - ig) / (ng[i] * ng[j]), "cos_z": iz / (nz[i] * nz[j]),
-        "cos_g": ig / (ng[i] * ng[j]),
-    }
+    return _errors(_pair_matrices(Z), _pair_matrices(G), Z.shape[0])
 
 
 def concentration_fractions(errors: dict[str, torch.Tensor], eps: float) -> dict[str, float]:
@@ -587,17 +604,18 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
     f = ScalarOutput(model, index, scalar)
     G = parameter_gradients(f, x, part, include_bias=include_bias)  # [N_all, n]
     K_max = Ks[-1]
+    g_pairs = _pair_matrices(G)  # once: the prefixes x[:N] use its leading block
     rows = []
     for r in range(repeats):
         emb = noise_stability_embedding(f, x, K=K_max, generator=torch.Generator().manual_seed(seed + r),
                                         **_ns_kwargs(part, include_bias, "logits", zeta, difference))
         emb = emb.double()  # [N_all, K_max]
+        z_pairs = {K: _pair_matrices(emb[:, :K] * math.sqrt(K_max / K)) for K in Ks}  # Eq 2 scaling
         for N in Ns:
             P = N * (N - 1) // 2
             counts = {"eq12_norm": N, "eq16_distance": P, "eq17_cosine": 2 * P}
             for K in Ks:
-                Z = emb[:N, :K] * math.sqrt(K_max / K)  # [N, K] Eq 2 scaling for K draws
-                errs = projection_errors(Z, G[:N])
+                errs = _errors(z_pairs[K], g_pairs, N)
                 base = {"N": N, "repeat": r, "K": K}
                 for e in eps:
                     for metric, frac in concentration_fractions(errs, float(e)).items():
