@@ -179,7 +179,8 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
             print(f"alstudy: warning: {warning}", file=sys.stderr)
     torch.set_num_threads(threads)
     order = list(built)
-    donors = unit_reuse.DonorIndex(p, built, unit_reuse.data_fingerprint(data), env, out)
+    donors = (unit_reuse.DonorIndex(p, built, unit_reuse.data_fingerprint(data), env, out)
+              if todo else None)  # the data are hashed only when a unit is to be run
     ran, copied, elsewhere = _run_units(p, data, built, todo, device, env, out, done, donors)
     frame = _combine(out, order)
     skipped = len(units) - len(todo)
@@ -193,7 +194,7 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
 
 def _run_units(p: dict[str, Any], data: data_mod.Dataset, built: dict[str, strategies.Strategy],
                todo: list[tuple[str, int]], device: torch.device, env: dict[str, Any], out: Path,
-               done: Any, donors: unit_reuse.DonorIndex) -> tuple[int, int, int]:
+               done: Any, donors: unit_reuse.DonorIndex | None) -> tuple[int, int, int]:
     """Run (or copy, see :mod:`alstudy.unit_reuse`) the unfinished units, each under its lock;
     wait for those in flight elsewhere.
 
