@@ -36,6 +36,10 @@ freedom, α = ``alpha``; "CI" is the t-interval of the mean of ``d``):
   twice the smaller p-value), so that a false "contradicted" has probability at most α whatever
   the margin; otherwise inconclusive.
 
+* a threshold on a *median* of independent values (:func:`median_test`): the superiority rule
+  with the sign test in place of the t-test (one-sided at α/2 each direction) and the
+  order-statistic interval of the median.
+
 So each wrong verdict has probability at most α, a (1 − α) CI shown next to a superiority or
 non-inferiority verdict always agrees with it, and for every kind ``reproduced`` ⇔ ``p ≤ α``,
 ``contradicted`` ⇔ ``p_contra ≤ α``.
