@@ -313,6 +313,14 @@ def test_threshold_holds():
     assert C.Threshold(op="le", value=0).holds(0) and not C.Threshold(op="lt", value=0).holds(0)
 
 
+@pytest.mark.parametrize("op, value, statistic", [("between", (0.0, 1.0), "median"),
+                                                  ("approx", 1.0, "median"), ("lt", 1.0, "mode")])
+def test_a_threshold_built_by_hand_rejects_a_statistic_its_rule_cannot_judge(op, value, statistic):
+    with pytest.raises(ValueError, match="Threshold.statistic"):
+        C.Threshold(op=op, value=value, tol=0.1 if op == "approx" else None, statistic=statistic)
+    assert C.Threshold(op="ge", value=1.0, statistic="median").holds(1.0)
+
+
 def test_lookup_by_id_and_by_notebook():
     c = C.claim("ns.fig3_right.selectors_similar")
     assert c.kind == "equivalence" and c.notebook == "ns_ablation_selection"

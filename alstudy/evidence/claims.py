@@ -83,6 +83,13 @@ class Threshold:
     statistic: str = "mean"
     text: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.statistic not in ("mean", "median"):
+            raise ValueError(f"Threshold.statistic: {self.statistic!r}; allowed: mean, median")
+        if self.statistic == "median" and self.op not in ("lt", "le", "gt", "ge"):
+            raise ValueError(f"Threshold.statistic: median with op {self.op!r}; "
+                             "allowed ops for a median: lt, le, gt, ge")
+
     def holds(self, q: float) -> bool:
         """Whether the number ``q`` satisfies the threshold (the engine adds uncertainty)."""
         v = self.value
