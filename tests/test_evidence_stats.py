@@ -102,6 +102,63 @@ def test_tost_matches_a_hand_computation():
         evidence.compare(frame, "a", "b", metric="final", kind="equivalence")
 
 
+def test_supported_margin_of_one_comparison_is_the_larger_end_of_the_tost_interval():
+    d = np.array([0.004, -0.002, 0.001, -0.007])
+    frame = _frame({"a": {s: [0.8 + d[s]] for s in range(4)}, "b": {s: [0.8] for s in range(4)}})
+    c = evidence.compare(frame, "a", "b", metric="final", kind="equivalence", margin=0.01)
+    se = math.sqrt(((d - d.mean()) ** 2).sum() / 3) / 2
+    assert ev.supported_margin([c]) == pytest.approx(abs(d.mean()) + _t3_ppf(0.95) * se, rel=1e-6)
+    flat = _frame({"a": {s: [0.803] for s in range(4)}, "b": {s: [0.8] for s in range(4)}})
+    assert ev.supported_margin([evidence.compare(flat, "a", "b", metric="final", kind="equivalence",
+                                                 margin=0.01)]) == pytest.approx(0.003)
+
+
+def _smallest_margin_by_bisection(frame, bs):
+    """The engine itself, asked at many margins: the least one whose verdict is reproduced."""
+    ok = lambda m: evidence.compare_many(frame, "a", bs, metric="final", kind="equivalence",
+                                         margin=m).verdict == "reproduced"
+    lo, hi = 1e-9, 1.0
+    assert not ok(lo) and ok(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_supported_margin_of_a_holm_family_is_where_the_engine_starts_to_reproduce(seed):
+    rng = np.random.default_rng(seed)
+    a = {s: [0.8 + 0.01 * rng.normal()] for s in range(6)}
+    shifts = rng.normal(0, 0.004, 3)
+    bs = {f"b{j}": {s: [a[s][0] - shifts[j] - rng.normal(0, 0.003 * (j + 1))] for s in range(6)}
+          for j in range(3)}
+    frame = _frame({"a": a, **bs})
+    fam = evidence.compare_many(frame, "a", list(bs), metric="final", kind="equivalence", margin=0.01)
+    got = ev.supported_margin(list(fam.comparisons))
+    assert got == pytest.approx(_smallest_margin_by_bisection(frame, list(bs)), rel=1e-6)
+    # Holm makes it wider than the widest single TOST interval end
+    assert got >= max(max(abs(c.tost_low), abs(c.tost_high)) for c in fam.comparisons)
+
+
+def test_an_equivalence_verdict_reports_the_margin_its_data_establish():
+    claim = evidence.claims.claim("ns.fig3_right.selectors_similar")
+    rng = np.random.default_rng(0)
+    base = {s: list(0.6 + 0.1 * np.arange(3) + 0.01 * rng.normal()) for s in range(5)}
+    frame = _frame({lab: {s: [v + 0.006 * rng.normal() for v in base[s]] for s in range(5)}
+                    for lab in ("k-center", "k-means++", "k-DPP")})
+    out = evidence.verdicts.judge(claim, frame)
+    fam = evidence.compare_many(frame, "k-center", ["k-means++", "k-DPP"], kind="equivalence",
+                                margin=claim.margin)
+    assert out["supported_margin"] == pytest.approx(ev.supported_margin(list(fam.comparisons)))
+    assert out["verdict"] == ("reproduced" if out["supported_margin"] < claim.margin else "inconclusive")
+    record = {**out, "claim": claim.id, "extension": False, "applies": True, "quote": claim.quote,
+              "where": claim.where, "run": "r", "run_setting": "s", "setting": claim.setting}
+    assert f"±{out['supported_margin']:.4g}" in evidence.verdicts.render_markdown([record])
+    superiority = evidence.claims.claim("ns.fig4_left.variants_worse")
+    assert evidence.verdicts.judge(superiority, frame.replace(
+        {"k-center": "NS", "k-means++": "NS-M", "k-DPP": "NS-D"}))["supported_margin"] is None
+
+
 def test_non_inferiority_rule():
     base = {s: [0.8] for s in range(4)}
     d = np.array([0.004, -0.002, 0.001, -0.006])

@@ -76,6 +76,11 @@ the smallest margin that TOST establishes with power ≥ 0.8 when the true diffe
 (Bonferroni bound on the power, so slightly conservative). An inconclusive verdict with an
 ``mde`` larger than the difference the paper reports means "this experiment is too small to tell".
 
+**Supported margin.** An equivalence claim also reports :func:`supported_margin`: the smallest
+margin at which these data, with the same tests and Holm correction, would establish
+equivalence. The MDE says what margin this n would usually establish; the supported margin says
+what margin these seeds do establish. It is reported; the verdict uses the claim's own margin.
+
 **Bootstrap.** With n ≥ 8 the record also carries a BCa bootstrap interval of the mean paired
 difference (``scipy.stats.bootstrap``, 9,999 resamples, fixed seed); it is reported, the verdict
 uses the t-test.
@@ -113,7 +118,7 @@ from .. import results
 
 __all__ = ["KINDS", "VERDICTS", "SUMMARY_METRICS", "Comparison", "Family", "Trend", "compare",
            "compare_many", "per_cycle", "grid", "distinct_levels", "trend", "penalty_matrix",
-           "holm", "holm_family", "mde", "median_test", "sign_test_mde"]
+           "holm", "holm_family", "mde", "median_test", "sign_test_mde", "supported_margin"]
 
 KINDS = ("superiority", "equivalence", "non_inferiority")
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
@@ -508,6 +513,44 @@ def holm(pvalues: Sequence[float | None] | np.ndarray) -> np.ndarray:
     out = np.empty_like(adj)
     np.put_along_axis(out, order, adj, axis=-1)
     return out
+
+
+def supported_margin(comps: Sequence[Comparison], alpha: float = 0.05, *,
+                     holm_correct: bool | None = None) -> float | None:
+    """The smallest equivalence margin these data establish: the least m at which every TOST of
+    ``comps`` (Holm-corrected as a family when ``holm_correct``, default: when there are several)
+    would reject both one-sided nulls, i.e. the claim would read *reproduced* at ±m.
+
+    A member with mean paired difference d̄ and standard error se has TOST p-value
+    ``t.sf((m − |d̄|)/se, n − 1)``, so it meets level β from ``m = |d̄| + t.isf(β, n − 1)·se`` on
+    (one comparison: the larger end of its (1 − 2α) interval). Holm rejects all k nulls iff the
+    i-th smallest p-value is ≤ α/(k − i + 1) for every i; the answer is the least candidate
+    ``|d̄_j| + t.isf(α/(k − i + 1), n_j − 1)·se_j`` at which that holds. A zero-variance member
+    contributes ``|d̄|`` (the margin must exceed it). None when a member has no test (n < 2).
+    """
+    alpha = _check_alpha(alpha)
+    if not comps or any(c.n < 2 or c.diff is None or c.se_diff is None for c in comps):
+        return None
+    k = len(comps)
+    holm_correct = k > 1 if holm_correct is None else holm_correct
+    levels = [alpha / (k - i) for i in range(k)] if holm_correct else [alpha]
+    absd = np.array([abs(c.diff) for c in comps])
+    se = np.array([c.se_diff for c in comps])
+    df = np.array([c.n - 1 for c in comps])
+
+    def pvals(m: float) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = stats.t.sf((m - absd) / np.where(se > 0, se, 1.0), df)
+        return np.where(se > 0, p, np.where(m >= absd, 0.0, 1.0))
+
+    def all_reject(m: float) -> bool:
+        p = pvals(m)
+        adj = holm(p) if holm_correct else p
+        return bool(np.all(adj <= alpha * (1 + 1e-9)))
+
+    candidates = sorted({float(d + stats.t.isf(b, f) * e) for d, e, f in zip(absd, se, df)
+                         for b in levels})
+    return next((m for m in candidates if all_reject(m)), candidates[-1])
 
 
 # ----------------------------------------------------------------------------- data extraction

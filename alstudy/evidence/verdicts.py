@@ -59,7 +59,9 @@ class Verdict:
     ``diff``/``ci_low``/``ci_high``/``p``/``n``/``mde`` are those of the *headline* comparison:
     the weakest member of a family (smallest ``diff`` for superiority and non-inferiority,
     largest ``|diff|`` for equivalence), the trend's mean rank correlation, or the tested mean of
-    a named quantity. ``detail`` holds every member record.
+    a named quantity. ``detail`` holds every member record. ``supported_margin`` (equivalence
+    claims) is the smallest margin at which these data would establish the claim
+    (:func:`alstudy.evidence.stats.supported_margin`).
     """
 
     claim: str
@@ -85,6 +87,7 @@ class Verdict:
     test: str = ""
     margin: float | None = None
     mde: float | None = None
+    supported_margin: float | None = None
     alpha: float = 0.05
     reason: str = ""
     detail: tuple = field(default_factory=tuple)
@@ -273,7 +276,7 @@ def judge(claim: Claim, frame: pd.DataFrame | None = None, *,
 
     Returns:
         The verdict fields (``verdict, headline, n, diff, ci_low, ci_high, p, test, margin, mde,
-        reason, detail``).
+        supported_margin, reason, detail``).
     """
     frame = pd.DataFrame(columns=results.COLUMNS) if frame is None else frame
     if claim.kind in COMPARISON_KINDS:
@@ -355,11 +358,15 @@ def _overall(comps: Sequence[stats.Comparison], share: float = 1.0) -> str:
 
 
 def _comparison_fields(head: stats.Comparison, comps: Sequence[stats.Comparison], verdict: str,
-                       label: str, reason: str) -> dict[str, Any]:
+                       label: str, reason: str, *, alpha: float, share: float = 1.0) -> dict[str, Any]:
+    """The verdict fields of a comparison claim; an equivalence claim that needs every member
+    also gets the margin its data support (:func:`stats.supported_margin`, Holm as decided)."""
+    supported = (stats.supported_margin(comps, alpha) if head.kind == "equivalence" and share >= 1
+                 else None)
     return {"verdict": verdict, "headline": label, "n": head.n, "diff": head.diff,
             "ci_low": head.ci_low, "ci_high": head.ci_high, "p": head.p_adj if head.p_adj is not None else head.p,
-            "test": head.test, "margin": head.margin, "mde": head.mde, "reason": reason,
-            "detail": tuple(c.to_dict() for c in comps)}
+            "test": head.test, "margin": head.margin, "mde": head.mde, "supported_margin": supported,
+            "reason": reason, "detail": tuple(c.to_dict() for c in comps)}
 
 
 def _interaction_frame(frame: pd.DataFrame, claim: Claim, a, b, metric: str, value_metric: str,
@@ -429,7 +436,8 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
         label = (f"advantage of {cmp.a} over {members[comps.index(head)]} ({metric} of {value_metric}), "
                  f"{cmp.between.column}={cmp.between.a} minus {cmp.between.column}={cmp.between.b}")
         return _comparison_fields(head, comps, _overall(comps, share), label,
-                                  f"interaction over {len(comps)} baseline(s), Holm-corrected")
+                                  f"interaction over {len(comps)} baseline(s), Holm-corrected",
+                                  alpha=alpha, share=share)
     missing = _labels_missing(frame, column, [cmp.a, *members])
     if missing:
         return _missing(f"the run lacks the arm(s) {missing} ({column})")
@@ -448,19 +456,21 @@ def _judge_comparison(claim: Claim, frame: pd.DataFrame, alpha: float) -> dict[s
         reason = (f"{len(members)} baseline(s) × {len(cycles)} cycle(s), Holm-corrected; "
                   f"{sum(c.verdict == 'reproduced' for c in comps)} reproduced, "
                   f"{sum(c.verdict == 'contradicted' for c in comps)} contradicted")
-        return _comparison_fields(head, comps, _overall(comps, share), label, reason)
+        return _comparison_fields(head, comps, _overall(comps, share), label, reason,
+                                  alpha=alpha, share=share)
     if len(members) == 1:
         c = stats.compare(frame, cmp.a, members[0], metric=metric, kind=claim.kind, margin=margin,
                           alpha=alpha, column=column, summary_metric=value_metric)
         return _comparison_fields(c, [c], c.verdict, f"{cmp.a} vs {members[0]}, {metric} of {value_metric}",
-                                  c.reason)
+                                  c.reason, alpha=alpha)
     fam = stats.compare_many(frame, cmp.a, members, kind=claim.kind, metric=metric, margin=margin,
                              alpha=alpha, column=column, summary_metric=value_metric)
     comps = list(fam.comparisons)
     head = _headline(comps, claim.kind)
     out = _comparison_fields(head, comps, _overall(comps, share),
                              f"{cmp.a} vs {head.b} (weakest of {len(comps)}), {metric} of {value_metric}",
-                             f"family of {len(comps)}, Holm-corrected" + (f": {fam.reason}" if fam.reason else ""))
+                             f"family of {len(comps)}, Holm-corrected" + (f": {fam.reason}" if fam.reason else ""),
+                             alpha=alpha, share=share)
     groups = stats.distinct_levels(frame, column, [cmp.a, *members], summary_metric=value_metric)
     if len(groups) < len(members) + 1:
         out["reason"] += ("; identical trajectories counted once: "
@@ -662,7 +672,8 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
 
 
 _DEFAULTS = {"verdict": "not_computed", "headline": "", "n": None, "diff": None, "ci_low": None,
-             "ci_high": None, "p": None, "test": "", "margin": None, "mde": None, "reason": "", "detail": ()}
+             "ci_high": None, "p": None, "test": "", "margin": None, "mde": None, "supported_margin": None, "reason": "",
+             "detail": ()}
 
 
 def write_verdicts(run_dir: str | Path, records: Sequence[Verdict]) -> tuple[Path, Path]:
@@ -694,6 +705,8 @@ def render_markdown(records: Sequence[Verdict | Mapping[str, Any]]) -> str:
             p = f", p = {r['p']:.3g}" if r["p"] is not None else ""
             margin = f", margin {r['margin']:.4g}" if r["margin"] is not None else ""
             mde = f", MDE {r['mde']:.4g}" if r["mde"] is not None else ""
+            if r.get("supported_margin") is not None:
+                mde += f"; smallest margin these data establish: ±{r['supported_margin']:.4g}"
             lines.append(f"* {r['headline']}: {_fmt(r['diff'])}{ci}{p}; n = {r['n']}; {r['test']}{margin}{mde}")
         if r["reason"]:
             lines.append(f"* {r['reason']}")
