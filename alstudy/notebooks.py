@@ -7,9 +7,11 @@ computes from its parameters (:func:`run_dir`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 import tokenize
@@ -147,6 +149,30 @@ def run_dir(path: Path, given: dict[str, Any]) -> Path:
     return base / (merged.get("run_id") or f"{path.stem}-{digest}")
 
 
+class _SchemaKeysKnown(logging.Filter):
+    """Drops papermill's "Passed unknown parameter: <key>" for keys of :data:`params.SCHEMA`
+    that a notebook's ``parameters`` cell leaves at their default (``threads``, ``run_id``,
+    ...): the notebook collects and validates them itself. Other keys keep the warning (and
+    fail the notebook's validation with a message naming them)."""
+
+    PREFIX = "Passed unknown parameter: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith(self.PREFIX)
+                    and message[len(self.PREFIX):] in params_mod.SCHEMA)
+
+
+@contextlib.contextmanager
+def _quiet_schema_keys():
+    logger, only = logging.getLogger("papermill"), _SchemaKeysKnown()
+    logger.addFilter(only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only)
+
+
 def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "python3",
             progress: bool = True) -> Path:
     """Execute a notebook with papermill into its results folder and return the executed copy.
@@ -172,7 +198,8 @@ def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "py
     # executed notebook of a finished run; a successful one is moved into place
     attempt = out_dir / "attempts" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.{path.name}"
     attempt.parent.mkdir(exist_ok=True)
-    pm.execute_notebook(str(path), str(attempt), parameters=given, kernel_name=kernel,
-                        progress_bar=progress, cwd=str(Path.cwd()))
+    with _quiet_schema_keys():
+        pm.execute_notebook(str(path), str(attempt), parameters=given, kernel_name=kernel,
+                            progress_bar=progress, cwd=str(Path.cwd()))
     os.replace(attempt, output)
     return output

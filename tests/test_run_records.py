@@ -1,6 +1,7 @@
 """Run folders: finished records are never lost, replaced or mixed; concurrent runs share work."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -53,16 +54,27 @@ def test_failed_rerun_leaves_the_finished_record_byte_identical(tmp_path, monkey
     assert failed[0]["params"]["seeds"] == [0, 1] and failed[0]["params"]["device"] == "cpu"
 
 
-def test_failed_notebook_rerun_keeps_the_executed_notebook(tmp_path, monkeypatch):
+def test_failed_notebook_rerun_keeps_the_executed_notebook(tmp_path, monkeypatch, caplog):
     given = dict(FAST, results_dir=str(tmp_path), run_id="nb")
     executed = notebooks.run_dir(notebooks.path_of("quickstart"), given) / "quickstart.ipynb"
     executed.parent.mkdir(parents=True)
     executed.write_text("the executed notebook of a finished run")
     monkeypatch.setenv("ALSTUDY_DATA", str(tmp_path / "no-data-here"))
-    with pytest.raises(Exception, match="svhn|train_32x32"):  # fails inside the kernel
+    with caplog.at_level(logging.WARNING, logger="papermill"), \
+            pytest.raises(Exception, match="svhn|train_32x32"):  # fails inside the kernel
         notebooks.execute("quickstart", {**given, "dataset": "svhn"}, progress=False)
     assert executed.read_text() == "the executed notebook of a finished run"
     assert len(list((executed.parent / "attempts").glob("*.quickstart.ipynb"))) == 1
+    # threads, run_id, ... are schema keys outside the notebook's parameters cell: no warning
+    assert not [r for r in caplog.records if "unknown parameter" in r.getMessage()]
+
+
+def test_papermill_keeps_warning_about_keys_outside_the_schema():
+    keep = notebooks._SchemaKeysKnown()
+    record = lambda key: logging.LogRecord("papermill", logging.WARNING, __file__, 1,
+                                           f"Passed unknown parameter: {key}", None, None)
+    assert not keep.filter(record("threads")) and not keep.filter(record("run_id"))
+    assert keep.filter(record("thread")) and keep.filter(record("epoch"))
 
 
 def test_metrics_hold_every_finished_unit_across_invocations(tmp_path):
