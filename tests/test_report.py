@@ -81,6 +81,28 @@ def test_runs_table_counts_seeds_with_every_strategy_and_unit_hours(tmp_path):
     assert row == [f"| `{run}` | `ns_regression`, `cpu` | 2 of 50 | 3 (1 copied) | 1.50 | **no** |"]
 
 
+def test_runs_table_lists_the_sibling_runs_a_claim_joined(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from alstudy.evidence import claims, verdicts
+    from alstudy.evidence.report import runs_table
+
+    claim = claims.claim("saal.table1.fashion.advantage_larger_with_adam")   # Adam vs SAM runs
+    folders = {}
+    for opt in ("adam", "sam", "sgd"):
+        folders[opt] = tmp_path / "saal_table1" / f"r-{opt}"
+        folders[opt].mkdir(parents=True)
+        lr = 0.1 if opt == "sgd" else 1e-3                                   # sgd: not a sibling
+        (folders[opt] / "params.yaml").write_text(yaml.safe_dump({"optimizer": opt, "lr": lr}))
+        pd.DataFrame([{"strategy": "random", "seed": 0}]).to_csv(folders[opt] / "metrics.csv", index=False)
+    assert verdicts.frame_runs(folders["adam"], claim) == [folders["adam"], folders["sam"]]
+    rec = {"run": str(folders["adam"]), "runs": (str(folders["adam"]), str(folders["sam"])),
+           "notebook": "saal_table1", "preset": "cpu"}
+    listed = [line.split("|")[1].strip() for line in runs_table([rec]) if line.startswith("| `")]
+    assert listed == [f"`{folders['adam']}`", f"`{folders['sam']}`"]
+
+
 def test_changes_table_pairs_a_claim_with_its_earlier_smaller_runs(tmp_path):
     import json
 

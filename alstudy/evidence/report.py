@@ -115,14 +115,16 @@ def _unit_stats(run_dir: Path) -> tuple[int, int, float]:
 
 
 def runs_table(records) -> list[str]:
-    """Markdown lines: every run folder behind a verdict of the section, with the seeds it has
-    of its preset's, its finished units and their compute (unit seconds × threads, in hours)."""
+    """Markdown lines: every run folder behind a verdict of the section (the judged run and the
+    sibling runs its claim joined), with the seeds it has of its preset's, its finished units
+    and their compute (unit seconds × threads, in hours)."""
     import yaml
 
     from .verdicts import repo_root
 
     root = repo_root()
-    runs = sorted({(r["run"], r["notebook"], r["preset"]) for r in records if r.get("run")})
+    runs = sorted({(run, r["notebook"], r["preset"]) for r in records if r.get("run")
+                   for run in {r["run"], *r.get("runs", ())}})
     if not runs:
         return []
     lines = ["#### Runs behind these verdicts", "",

@@ -59,7 +59,8 @@ class Verdict:
     ``diff``/``ci_low``/``ci_high``/``p``/``n``/``mde`` are those of the *headline* comparison:
     the weakest member of a family (smallest ``diff`` for superiority and non-inferiority,
     largest ``|diff|`` for equivalence), the trend's mean rank correlation, or the tested mean of
-    a named quantity. ``detail`` holds every member record. ``supported_margin`` (equivalence
+    a named quantity. ``detail`` holds every member record; ``runs`` every run folder whose
+    results were joined (``run`` and its siblings for a claim across run parameters). ``supported_margin`` (equivalence
     claims) is the smallest margin at which these data would establish the claim
     (:func:`alstudy.evidence.stats.supported_margin`).
     """
@@ -91,6 +92,7 @@ class Verdict:
     alpha: float = 0.05
     reason: str = ""
     detail: tuple = field(default_factory=tuple)
+    runs: tuple = field(default_factory=tuple)
     written: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,15 +172,8 @@ def _batch_grid(claim: Claim) -> tuple[dict[str, Any], list[str]]:
     return spec or {}, list((spec or {}).get("grid", {}))
 
 
-def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
-    """The tidy results a claim is judged on.
-
-    A claim of one run uses ``<run>/metrics.csv``. A claim whose arms differ by a run parameter
-    (``column`` other than ``strategy``, a ``between`` interaction, a batch grid) uses every
-    sibling run folder of the same experiment whose parameters equal this run's except for the
-    grid keys, with those keys as columns.
-    """
-    run_dir = Path(run_dir)
+def _grid_keys(claim: Claim) -> set[str]:
+    """The run parameters a claim's arms differ by (empty: the claim is judged on one run)."""
     cmp = claim.compare
     _, grid_keys = _batch_grid(claim)
     keys = set(grid_keys)
@@ -188,6 +183,26 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
         if cmp.between is not None:
             keys.add(cmp.between.column)
         keys |= {k for k in cmp.filter if k != "strategy"}
+    return keys
+
+
+def frame_runs(run_dir: Path, claim: Claim) -> list[Path]:
+    """The run folders whose results :func:`run_frame` joins for ``claim`` (``run_dir`` alone,
+    or it and its siblings)."""
+    keys = _grid_keys(claim)
+    return matching_runs(run_dir, keys) if keys else [Path(run_dir)]
+
+
+def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
+    """The tidy results a claim is judged on.
+
+    A claim of one run uses ``<run>/metrics.csv``. A claim whose arms differ by a run parameter
+    (``column`` other than ``strategy``, a ``between`` interaction, a batch grid) uses every
+    sibling run folder of the same experiment whose parameters equal this run's except for the
+    grid keys, with those keys as columns.
+    """
+    run_dir = Path(run_dir)
+    keys = _grid_keys(claim)
     if not keys:
         path = run_dir / "metrics.csv"
         return results.read_metrics(path) if path.exists() else pd.DataFrame(columns=results.COLUMNS)
@@ -650,10 +665,14 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
     values.update(quantities or {})
     stamp = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     root = repo_root()
-    try:
-        run_label = str(run_dir.resolve().relative_to(root))
-    except ValueError:
-        run_label = str(run_dir)
+
+    def label(folder: Path) -> str:
+        try:
+            return str(folder.resolve().relative_to(root))
+        except ValueError:
+            return str(folder)
+
+    run_label = label(run_dir)
     records = []
     for claim in claims:
         _, grid_keys = _batch_grid(claim)
@@ -665,6 +684,7 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
             extension=claim.extension, diagnostic=claim.diagnostic, notebook=notebook, preset=preset,
             applies=preset == claim.preset, run=run_label, setting=claim.setting,
             run_setting=_run_setting(frame, params), alpha=alpha, written=stamp,
+            runs=tuple(label(f) for f in frame_runs(run_dir, claim)),
             **{k: fields.get(k, v) for k, v in _DEFAULTS.items()}))
     if write:
         write_verdicts(run_dir, records)
