@@ -64,9 +64,9 @@ def _evidence(rec: Mapping[str, Any]) -> str:
           if rec.get("ci_low") is not None and rec.get("ci_high") is not None else "")
     margin = f"; margin ±{rec['margin']:.3g}" if rec.get("margin") is not None else ""
     mde = f"; MDE {rec['mde']:.3g}" if rec.get("mde") is not None else ""
-    if rec.get("supported_margin") is not None:
-        mde += f"; these data establish ±{rec['supported_margin']:.3g}"
-    return f"{rec['headline']}: {_num(rec.get('diff'))}{ci}; n = {rec.get('n')}{margin}{mde}"
+    supported = (f"; these data establish ±{rec['supported_margin']:.3g}"
+                 if rec.get("supported_margin") is not None else "")
+    return f"{rec['headline']}: {_num(rec.get('diff'))}{ci}; n = {rec.get('n')}{margin}{mde}{supported}"
 
 
 def _verdict_cell(claim: Claim, rec: Mapping[str, Any] | None) -> str:

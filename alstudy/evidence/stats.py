@@ -515,10 +515,9 @@ def holm(pvalues: Sequence[float | None] | np.ndarray) -> np.ndarray:
     return out
 
 
-def supported_margin(comps: Sequence[Comparison], alpha: float = 0.05, *,
-                     holm_correct: bool | None = None) -> float | None:
+def supported_margin(comps: Sequence[Comparison], alpha: float = 0.05) -> float | None:
     """The smallest equivalence margin these data establish: the least m at which every TOST of
-    ``comps`` (Holm-corrected as a family when ``holm_correct``, default: when there are several)
+    ``comps`` (Holm-corrected when there are several, as :func:`holm_family` decides them)
     would reject both one-sided nulls, i.e. the claim would read *reproduced* at ±m.
 
     A member with mean paired difference d̄ and standard error se has TOST p-value
@@ -532,8 +531,7 @@ def supported_margin(comps: Sequence[Comparison], alpha: float = 0.05, *,
     if not comps or any(c.n < 2 or c.diff is None or c.se_diff is None for c in comps):
         return None
     k = len(comps)
-    holm_correct = k > 1 if holm_correct is None else holm_correct
-    levels = [alpha / (k - i) for i in range(k)] if holm_correct else [alpha]
+    levels = [alpha / (k - i) for i in range(k)]          # Holm's α/k, ..., α (k = 1: α)
     absd = np.array([abs(c.diff) for c in comps])
     se = np.array([c.se_diff for c in comps])
     df = np.array([c.n - 1 for c in comps])
@@ -544,9 +542,7 @@ def supported_margin(comps: Sequence[Comparison], alpha: float = 0.05, *,
         return np.where(se > 0, p, np.where(m >= absd, 0.0, 1.0))
 
     def all_reject(m: float) -> bool:
-        p = pvals(m)
-        adj = holm(p) if holm_correct else p
-        return bool(np.all(adj <= alpha * (1 + 1e-9)))
+        return bool(np.all(holm(pvals(m)) <= alpha * (1 + 1e-9)))
 
     candidates = sorted({float(d + stats.t.isf(b, f) * e) for d, e, f in zip(absd, se, df)
                          for b in levels})

@@ -60,9 +60,9 @@ class Verdict:
     the weakest member of a family (smallest ``diff`` for superiority and non-inferiority,
     largest ``|diff|`` for equivalence), the trend's mean rank correlation, or the tested mean of
     a named quantity. ``detail`` holds every member record; ``runs`` every run folder whose
-    results were joined (``run`` and its siblings for a claim across run parameters). ``supported_margin`` (equivalence
-    claims) is the smallest margin at which these data would establish the claim
-    (:func:`alstudy.evidence.stats.supported_margin`).
+    results were joined (``run`` and its siblings for a claim across run parameters).
+    ``supported_margin`` (equivalence claims) is the smallest margin at which these data would
+    establish the claim (:func:`alstudy.evidence.stats.supported_margin`).
     """
 
     claim: str
@@ -193,13 +193,13 @@ def frame_runs(run_dir: Path, claim: Claim) -> list[Path]:
     return matching_runs(run_dir, keys) if keys else [Path(run_dir)]
 
 
-def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
+def run_frame(run_dir: Path, claim: Claim, folders: Sequence[Path] | None = None) -> pd.DataFrame:
     """The tidy results a claim is judged on.
 
     A claim of one run uses ``<run>/metrics.csv``. A claim whose arms differ by a run parameter
     (``column`` other than ``strategy``, a ``between`` interaction, a batch grid) uses every
     sibling run folder of the same experiment whose parameters equal this run's except for the
-    grid keys, with those keys as columns.
+    grid keys, with those keys as columns. ``folders``: :func:`frame_runs` when already known.
     """
     run_dir = Path(run_dir)
     keys = _grid_keys(claim)
@@ -207,7 +207,7 @@ def run_frame(run_dir: Path, claim: Claim) -> pd.DataFrame:
         path = run_dir / "metrics.csv"
         return results.read_metrics(path) if path.exists() else pd.DataFrame(columns=results.COLUMNS)
     frames = []
-    for sibling in matching_runs(run_dir, keys):
+    for sibling in (frame_runs(run_dir, claim) if folders is None else folders):
         prm = _params_or_defaults(sibling)
         frame = results.read_metrics(sibling / "metrics.csv")
         for key in keys:
@@ -676,7 +676,8 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
     records = []
     for claim in claims:
         _, grid_keys = _batch_grid(claim)
-        frame = run_frame(run_dir, claim)
+        folders = frame_runs(run_dir, claim)
+        frame = run_frame(run_dir, claim, folders)
         preset = preset_of(notebook, params, grid_keys)
         fields = judge(claim, frame, quantities=values, alpha=alpha)
         records.append(Verdict(
@@ -684,7 +685,7 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
             extension=claim.extension, diagnostic=claim.diagnostic, notebook=notebook, preset=preset,
             applies=preset == claim.preset, run=run_label, setting=claim.setting,
             run_setting=_run_setting(frame, params), alpha=alpha, written=stamp,
-            runs=tuple(label(f) for f in frame_runs(run_dir, claim)),
+            runs=tuple(label(f) for f in folders),
             **{k: fields.get(k, v) for k, v in _DEFAULTS.items()}))
     if write:
         write_verdicts(run_dir, records)
@@ -692,8 +693,8 @@ def judge_run(notebook: str, run_dir: str | Path, params: Mapping[str, Any] | No
 
 
 _DEFAULTS = {"verdict": "not_computed", "headline": "", "n": None, "diff": None, "ci_low": None,
-             "ci_high": None, "p": None, "test": "", "margin": None, "mde": None, "supported_margin": None, "reason": "",
-             "detail": ()}
+             "ci_high": None, "p": None, "test": "", "margin": None, "mde": None,
+             "supported_margin": None, "reason": "", "detail": ()}
 
 
 def write_verdicts(run_dir: str | Path, records: Sequence[Verdict]) -> tuple[Path, Path]:
@@ -725,9 +726,10 @@ def render_markdown(records: Sequence[Verdict | Mapping[str, Any]]) -> str:
             p = f", p = {r['p']:.3g}" if r["p"] is not None else ""
             margin = f", margin {r['margin']:.4g}" if r["margin"] is not None else ""
             mde = f", MDE {r['mde']:.4g}" if r["mde"] is not None else ""
-            if r.get("supported_margin") is not None:
-                mde += f"; smallest margin these data establish: ±{r['supported_margin']:.4g}"
-            lines.append(f"* {r['headline']}: {_fmt(r['diff'])}{ci}{p}; n = {r['n']}; {r['test']}{margin}{mde}")
+            supported = (f"; smallest margin these data establish: ±{r['supported_margin']:.4g}"
+                         if r.get("supported_margin") is not None else "")
+            lines.append(f"* {r['headline']}: {_fmt(r['diff'])}{ci}{p}; n = {r['n']}; {r['test']}{margin}"
+                         f"{mde}{supported}")
         if r["reason"]:
             lines.append(f"* {r['reason']}")
         lines.append(f"* run: `{r['run']}` ({r['run_setting']}); claim's setting: {r['setting']}")
