@@ -122,3 +122,13 @@ def test_changes_table_pairs_a_claim_with_its_earlier_smaller_runs(tmp_path):
                           tmp_path)
     rows = [line for line in lines if line.startswith("| `")]
     assert rows == ["| `c1` | inconclusive (n = 3; 3 seed(s)) | contradicted (n = 24) | **moved** |"]
+
+
+def test_verdict_markdown_names_every_run_folder_a_claim_joined():
+    from alstudy.evidence.verdicts import render_markdown
+
+    base = {**_record("c.one", "inconclusive", "2026-01-01T00:00:00"), "extension": False, "quote": "q",
+            "where": "w", "p": None, "test": "paired t", "setting": "s", "run": "results/e/sam"}
+    alone, joined = render_markdown([base]), render_markdown([{**base, "runs": ("results/e/adam", "results/e/sam")}])
+    assert "joined" not in alone
+    assert "* run: `results/e/sam` (mnist, 5 seed(s)); joined with `results/e/adam`; claim's setting: s" in joined

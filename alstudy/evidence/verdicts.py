@@ -732,7 +732,9 @@ def render_markdown(records: Sequence[Verdict | Mapping[str, Any]]) -> str:
                          f"{mde}{supported}")
         if r["reason"]:
             lines.append(f"* {r['reason']}")
-        lines.append(f"* run: `{r['run']}` ({r['run_setting']}); claim's setting: {r['setting']}")
+        joined = [f for f in r.get("runs") or () if f != r["run"]]
+        also = f"; joined with `{'`, `'.join(joined)}`" if joined else ""
+        lines.append(f"* run: `{r['run']}` ({r['run_setting']}){also}; claim's setting: {r['setting']}")
         lines.append("")
     return "\n".join(lines) if lines else "No registered claim is tested by this notebook.\n"
 
