@@ -163,14 +163,26 @@ class _SchemaKeysKnown(logging.Filter):
                     and message[len(self.PREFIX):] in params_mod.SCHEMA)
 
 
+class _CellReadByAst(logging.Filter):
+    """Drops papermill's "Unable to parse line ...": its inspection gives up on any line of the
+    ``parameters`` cell with two ``=`` (a label such as ``"rho=0.01"``). The cell is read here with
+    :mod:`ast` (:func:`parameters`, :func:`parameter_docs`), which those lines do not trouble."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unable to parse line ")
+
+
 @contextlib.contextmanager
 def _quiet_schema_keys():
-    logger, only = logging.getLogger("papermill"), _SchemaKeysKnown()
-    logger.addFilter(only)
+    filters = [(logging.getLogger("papermill"), _SchemaKeysKnown()),
+               (logging.getLogger("papermill.translators"), _CellReadByAst())]
+    for logger, only in filters:
+        logger.addFilter(only)
     try:
         yield
     finally:
-        logger.removeFilter(only)
+        for logger, only in filters:
+            logger.removeFilter(only)
 
 
 def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "python3",

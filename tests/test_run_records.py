@@ -248,3 +248,24 @@ def test_readme_run_example_trains_into_a_fresh_folder():
     given.update({rest[i + 1]: yaml.safe_load(rest[i + 2]) for i in range(len(rest)) if rest[i] == "-p"})
     out = loop.run_dir(params.load(repo / preset, **given))
     assert not (repo / out).exists(), f"the README example reuses the committed {out}"
+
+
+def test_papermill_reads_the_same_parameters_as_alstudy_where_its_line_rule_allows():
+    """A direct papermill user sees every parameter (``papermill --help-notebook``): only a line
+    with two ``=`` defeats papermill's inspection, and only a label of saal_rho needs one."""
+    import papermill as pm
+
+    for path in sorted(notebooks.path_of("quickstart").parent.glob("*.ipynb")):
+        ours = [d.name for d in notebooks.parameter_docs(path)]
+        theirs = list(pm.inspect_notebook(str(path)))
+        if path.stem == "saal_rho":
+            assert set(theirs) == set(ours) - {"strategies"}, path.stem
+        else:
+            assert theirs == ours, path.stem
+
+
+def test_papermill_line_rule_warning_is_dropped_only_for_that_message():
+    keep = notebooks._CellReadByAst()
+    record = lambda text: logging.LogRecord("papermill.translators", logging.WARNING, __file__, 1, text, None, None)
+    assert not keep.filter(record("Unable to parse line 6 'strategies = {\"rho=0.01\": 1}'."))
+    assert keep.filter(record("Passed unknown parameter: epoch"))
