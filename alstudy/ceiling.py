@@ -109,6 +109,7 @@ def run(params: dict[str, Any], *, data: data_mod.Dataset | None = None,
     if data is None:
         data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
                              max_train=p["max_train"], max_test=p["max_test"], **p["data_options"])
+    data_mod.check_loaded_as(data, p)
     writers = example_writers
     if writers is None:
         writers = {"segmentation": _write_segmentation_examples}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "check_loaded_as",
     "Dataset",
     "DatasetInfo",
     "DatasetUnavailable",
@@ -563,4 +564,21 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
         ds.x_train, ds.y_train = _subsample(ds.x_train, ds.y_train, max_train, seed)
     if max_test is not None and max_test < ds.x_test.shape[0]:
         ds.x_test, ds.y_test = _subsample(ds.x_test, ds.y_test, max_test, seed + 1)
+    ds.meta["loaded_with"] = {"dataset": name, "data_seed": seed, "max_train": max_train,
+                              "max_test": max_test, "data_options": dict(options)}
     return ds
+
+
+def check_loaded_as(data: Dataset, params: dict) -> None:
+    """Raise when ``data`` was loaded by :func:`load` with other settings than ``params`` name.
+
+    A dataset built by other means (no ``meta["loaded_with"]``) is not checked.
+
+    Raises:
+        ValueError: Naming the first parameter whose value differs, with both values.
+    """
+    loaded = data.meta.get("loaded_with")
+    for key, value in (loaded or {}).items():
+        if params.get(key, value) != value:
+            raise ValueError(f"the dataset given was loaded with {key} = {value!r}, but the parameters "
+                             f"say {key} = {params[key]!r}; load it with the run's parameters")

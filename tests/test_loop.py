@@ -95,3 +95,24 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     assert not resumed.duplicated(key).any()
     keep = lambda f: f[~f.metric.str.endswith("seconds")].sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(keep(resumed), keep(clean))
+
+
+def test_a_dataset_given_to_run_must_be_loaded_with_the_runs_parameters(tmp_path):
+    """A notebook that loads the data itself (to write class rates or a ceiling) must load what
+    the parameters name: loader options, subsample sizes and split seed are checked."""
+    from alstudy import ceiling, data
+
+    same = data.load("digits", seed=0, max_train=400, max_test=200)
+    loop.run(FAST, data=same, results_dir=str(tmp_path / "same"), seeds=[0], cycles=0)
+    for key, value in (("max_train", 300), ("data_seed", 1)):
+        other = data.load("digits", seed=value if key == "data_seed" else 0,
+                          max_train=value if key == "max_train" else 400, max_test=200)
+        with pytest.raises(ValueError, match=f"loaded with {key} = {value}, but the parameters say {key} = "):
+            loop.run(FAST, data=other, results_dir=str(tmp_path / key))
+        with pytest.raises(ValueError, match=f"loaded with {key} = "):
+            ceiling.run(dict(FAST, results_dir=str(tmp_path / key)), data=other)
+        assert not (tmp_path / key).exists()   # refused before anything is written
+    canvases = data.load("mnist_canvas", max_train=50, max_test=20, size=32, n_train=60, n_test=20)
+    seg = dict(FAST, dataset="mnist_canvas", max_train=50, max_test=20, data_options={"size": 48})
+    with pytest.raises(ValueError, match=r"loaded with data_options = \{'size': 32, 'n_train': 60"):
+        loop.run(seg, data=canvases, results_dir=str(tmp_path / "seg"))
