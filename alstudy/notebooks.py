@@ -173,7 +173,8 @@ class _CellReadByAst(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_schema_keys():
+def _quiet_known_papermill_warnings():
+    """While papermill executes: without the two warnings above, which say nothing wrong."""
     filters = [(logging.getLogger("papermill"), _SchemaKeysKnown()),
                (logging.getLogger("papermill.translators"), _CellReadByAst())]
     for logger, only in filters:
@@ -210,7 +211,7 @@ def execute(name: str, given: dict[str, Any] | None = None, *, kernel: str = "py
     # executed notebook of a finished run; a successful one is moved into place
     attempt = out_dir / "attempts" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.{path.name}"
     attempt.parent.mkdir(exist_ok=True)
-    with _quiet_schema_keys():
+    with _quiet_known_papermill_warnings():
         pm.execute_notebook(str(path), str(attempt), parameters=given, kernel_name=kernel,
                             progress_bar=progress, cwd=str(Path.cwd()))
     os.replace(attempt, output)
