@@ -107,8 +107,7 @@ def run(params: dict[str, Any], *, data: data_mod.Dataset | None = None,
         torch.set_num_threads(p["threads"])
     device = resolve_device(p["device"])
     if data is None:
-        data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
-                             max_train=p["max_train"], max_test=p["max_test"], **p["data_options"])
+        data = data_mod.load_for(p)
     data_mod.check_loaded_as(data, p)
     writers = example_writers
     if writers is None:

@@ -40,6 +40,7 @@ __all__ = [
     "DATASETS",
     "available",
     "load",
+    "load_for",
     "loader_options",
     "default_root",
 ]
@@ -560,25 +561,53 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0,
             f"dataset {name!r} is not available on this machine{detail}. To get it: {how}") from None
     except ValueError as err:  # a bad loader option, or a parser that rejected a file's content
         raise ValueError(f"dataset {name!r}: {err}") from None
+    full = {"max_train": ds.n_train, "max_test": ds.x_test.shape[0]}
     if max_train is not None and max_train < ds.n_train:
         ds.x_train, ds.y_train = _subsample(ds.x_train, ds.y_train, max_train, seed)
     if max_test is not None and max_test < ds.x_test.shape[0]:
         ds.x_test, ds.y_test = _subsample(ds.x_test, ds.y_test, max_test, seed + 1)
-    ds.meta["loaded_with"] = {"dataset": name, "data_seed": seed, "max_train": max_train,
-                              "max_test": max_test, "data_options": dict(options)}
+    ds.meta["full_sizes"] = full
+    ds.meta["loaded_with"] = _effective_settings(
+        {"dataset": name, "data_seed": seed, "max_train": max_train, "max_test": max_test,
+         "data_options": dict(options)}, full)
     return ds
+
+
+def load_for(params: dict) -> Dataset:
+    """:func:`load` with the dataset settings of validated run parameters (``dataset``,
+    ``data_root``, ``data_seed``, ``max_train``, ``max_test``, ``data_options``)."""
+    return load(params["dataset"], root=params["data_root"], seed=params["data_seed"],
+                max_train=params["max_train"], max_test=params["max_test"],
+                **params["data_options"])
+
+
+def _effective_settings(settings: dict, full_sizes: dict) -> dict:
+    """Settings as they act on the data: loader defaults filled in, and a subsample size at or
+    above the full size written as ``None`` (no subsample)."""
+    out = dict(settings)
+    out["data_options"] = {**loader_options(settings["dataset"]), **settings["data_options"]}
+    for key, size in full_sizes.items():
+        if out[key] is not None and out[key] >= size:
+            out[key] = None
+    return out
 
 
 def check_loaded_as(data: Dataset, params: dict) -> None:
     """Raise when ``data`` was loaded by :func:`load` with other settings than ``params`` name.
 
+    Settings are compared as they act on the data (:func:`_effective_settings`): a loader option
+    given at its default, or a ``max_train`` at or above the pool size, equals leaving it out.
     A dataset built by other means (no ``meta["loaded_with"]``) is not checked.
 
     Raises:
         ValueError: Naming the first parameter whose value differs, with both values.
     """
     loaded = data.meta.get("loaded_with")
-    for key, value in (loaded or {}).items():
-        if params.get(key, value) != value:
+    if not loaded:
+        return
+    wanted = _effective_settings({key: params.get(key, value) for key, value in loaded.items()},
+                                 data.meta["full_sizes"])
+    for key, value in loaded.items():
+        if wanted[key] != value:
             raise ValueError(f"the dataset given was loaded with {key} = {value!r}, but the parameters "
-                             f"say {key} = {params[key]!r}; load it with the run's parameters")
+                             f"say {key} = {wanted[key]!r}; load it with the run's parameters")

@@ -152,8 +152,7 @@ def run(params: dict[str, Any] | None = None, *, data: data_mod.Dataset | None =
     threads = p["threads"] or records.default_threads()
     device = resolve_device(p["device"])
     if data is None:
-        data = data_mod.load(p["dataset"], root=p["data_root"], seed=p["data_seed"],
-                             max_train=p["max_train"], max_test=p["max_test"], **p["data_options"])
+        data = data_mod.load_for(p)
     data_mod.check_loaded_as(data, p)
     params_mod.check_against_data(p, data.n_train, data.num_classes, data.task)
     params_mod.check_model(p, data.input_shape, data.num_classes or 1)

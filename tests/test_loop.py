@@ -116,3 +116,19 @@ def test_a_dataset_given_to_run_must_be_loaded_with_the_runs_parameters(tmp_path
     seg = dict(FAST, dataset="mnist_canvas", max_train=50, max_test=20, data_options={"size": 48})
     with pytest.raises(ValueError, match=r"loaded with data_options = \{'size': 32, 'n_train': 60"):
         loop.run(seg, data=canvases, results_dir=str(tmp_path / "seg"))
+
+
+def test_settings_that_load_the_same_data_are_accepted(tmp_path):
+    """The check compares settings as they act: a loader option given at its default, or a
+    subsample at or above the pool size, is the same data as leaving it out."""
+    from alstudy import data, params
+
+    defaults = data.loader_options("mnist_canvas")
+    explicit = data.load("mnist_canvas", max_train=50, max_test=20, **defaults)
+    seg = dict(FAST, dataset="mnist_canvas", max_train=50, max_test=20, data_options={})
+    data.check_loaded_as(explicit, params.validate(seg))
+    whole = data.load("digits", seed=0, max_train=10**6, max_test=None)
+    data.check_loaded_as(whole, params.validate(dict(FAST, max_train=None, max_test=None)))
+    assert data.load_for(params.validate(dict(FAST, max_train=None, max_test=None))).n_train == whole.n_train
+    with pytest.raises(ValueError, match="loaded with max_train = None, but the parameters say max_train = 300"):
+        data.check_loaded_as(whole, params.validate(dict(FAST, max_train=300)))
