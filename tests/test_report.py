@@ -132,3 +132,18 @@ def test_verdict_markdown_names_every_run_folder_a_claim_joined():
     alone, joined = render_markdown([base]), render_markdown([{**base, "runs": ("results/e/adam", "results/e/sam")}])
     assert "joined" not in alone
     assert "* run: `results/e/sam` (mnist, 5 seed(s)); joined with `results/e/adam`; claim's setting: s" in joined
+
+
+def test_a_verdict_held_back_by_its_gate_says_why_in_the_table(tmp_path):
+    claims = load_claims()
+    gated = next(c for c in claims if c.gate is not None and c.not_run is None)
+    run = tmp_path / "e" / "r"
+    run.mkdir(parents=True)
+    why = "gate not passed (final accuracy: mean 0.51 (needs ≥ 0.55), verdict contradicted); the comparison alone: reproduced"
+    (run / "verdict.json").write_text(json.dumps({"records": [
+        _record(gated.id, "inconclusive", "2026-01-01T00:00:00", reason=why)]}))
+    text = report.reproduction_section(tmp_path, claims)
+    row = next(line for line in text.splitlines() if f"`{gated.id}`" in line)
+    assert row.endswith(f"| **inconclusive**: {why} |")
+    counts = text.splitlines()[0]
+    assert " 1 inconclusive" in counts and "contradicted" not in counts  # counted once, by its verdict

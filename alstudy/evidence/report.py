@@ -233,6 +233,8 @@ def reproduction_section(results_dir: str | Path = "results", claims: list[Claim
                 evidence = "combines " + ", ".join(f"`{x}`" for x in c.covered_by)
             elif rec is not None:
                 evidence = _evidence(rec)
+                if (rec.get("reason") or "").startswith("gate not"):  # held back by its gate: say why
+                    verdict = f"{verdict}: {rec['reason']}"
                 setting = f"{c.setting} — ran: {rec['run_setting']} (`{c.notebook}`, `{c.preset}`)"
             elif c.notebook:
                 setting = f"{c.setting} (`{c.notebook}`{', `' + c.preset + '`' if c.preset else ''})"
