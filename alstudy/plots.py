@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 __all__ = ["savefig", "learning_curve", "ablation_curve", "penalty_heatmap", "segmentation_examples",
            "detection_examples", "METRIC_LABELS",
-           "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge",
+           "plot_eq6_vs_K", "plot_eq6_vs_zeta", "plot_concentration_and_badge", "plot_log_n_dependence",
            "plot_saal_correlations", "plot_margins"]
 
 METRIC_LABELS = {"accuracy": "test accuracy", "mae": "test MAE", "select_seconds": "selection time [s]",
@@ -317,6 +318,50 @@ def plot_concentration_and_badge(concentration: pd.DataFrame, link, title: str |
     axes[1].grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_log_n_dependence(concentration: pd.DataFrame, power: pd.DataFrame, k_min: int = 64,
+                          title: str | None = None):
+    """K ε_max² against the number n of vectors (App. A.2.2 Remark), one panel per check.
+
+    Args:
+        concentration: Output of :func:`alstudy.theory.projected_gradients` at several N.
+        power: Output of :func:`alstudy.theory.log_n_power` on it.
+        k_min: Smallest K drawn (as in ``log_n_power``).
+        title: Figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    from .theory import expected_max_sq_normal  # lazy: theory imports torch
+    from .theory.noise_stability import _WORST_VECTORS
+
+    checks = {"eq12_norm": "Eq 12: the N norms", "eq16_distance": "Eq 16: the N(N−1)/2 distances"}
+    fig, axes = plt.subplots(1, len(checks), figsize=(11.0, 4.0))
+    for ax, (check, label) in zip(np.atleast_1d(axes), checks.items()):
+        sub = concentration[(concentration["metric"] == f"{check}_worst") & (concentration["K"] >= k_min)]
+        sub = sub.assign(n=sub["N"].astype(int).map(_WORST_VECTORS[check]), y=sub["K"] * sub["value"] ** 2)
+        for K, grp in sub.groupby("K"):
+            m = grp.groupby("n")["y"].mean()
+            ax.loglog(m.index, m.values, marker="o", ms=4, label=f"K = {K:g}")
+        n = np.array(sorted(sub["n"].unique()))
+        start = sub[sub["n"] == n[0]]["y"].mean()
+        log_law = np.array([expected_max_sq_normal(int(v)) for v in n])
+        ax.loglog(n, start * log_law / log_law[0], "k--", label="log n law (largest of n Gaussian errors)")
+        ax.loglog(n, start * np.sqrt(n / n[0]), "k:", label="K ∝ √n")
+        q = power[power["metric"] == check]["q"]
+        ax.set_title(f"{label}: mean q = {q.mean():+.2f} (0: log n, 1: √n)", fontsize=9)
+        ax.set_xlabel("number n of vectors held within ε")
+        ax.set_ylabel("K · ε_max²  (∝ K needed for a fixed ε)")
+        ax.grid(alpha=0.3, which="both")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers on the log axes
+            axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+            axis.set_minor_formatter(mticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.legend(frameon=False, fontsize=7)
+    if title:
+        fig.suptitle(f"{title} (lines: mean over noise seeds)")
     fig.tight_layout()
     return fig
 

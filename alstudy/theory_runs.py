@@ -54,7 +54,7 @@ NOISE_STABILITY_DEFAULTS: dict[str, Any] = {
     "zetas": [1e-09, 1e-08, 1e-07, 1e-06, 1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0, 10.0],
     "K_zeta": 8,
     "n_pairs": 20,
-    "pair_Ns": None,
+    "pair_Ns": [5, 10, 20],
     "scalar_output": 0,
     "pair_Ks": [4, 16, 64, 256, 1024],
     "pair_repeats": 2,

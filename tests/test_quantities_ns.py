@@ -290,3 +290,29 @@ def test_concentration_ratios_per_N_and_eq7_slopes_at_the_largest_N(tmp_path):
     assert got["N=8, eps=0.1"].tolist() == [0.5]
     assert got["N=64, eps=0.1"].tolist() == [pytest.approx(64 / 48)]
     np.testing.assert_allclose(q("ns.eq7.distance_expectation", tmp_path), [-0.5, -0.5], atol=1e-12)
+
+
+def test_log_n_dependence_per_check_from_the_worst_rows(tmp_path):
+    from alstudy import theory
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for N in (8, 24, 72):
+        for check, n in (("eq12_norm", N), ("eq16_distance", N * (N - 1) // 2)):
+            for repeat in (0, 1, 2):
+                for K in (16, 64, 256):  # K = 16 is below the estimator's K >= 64 and is ignored
+                    law = np.sqrt(n) if check == "eq12_norm" else theory.expected_max_sq_normal(n)
+                    rows.append({"N": N, "repeat": repeat, "K": K, "metric": f"{check}_worst", "eps": np.nan,
+                                 "value": np.sqrt(law / K) * (7.0 if K == 16 and N == 72 else 1.0)
+                                 * np.exp(rng.normal(0, 0.01)), "jl_K": np.nan})
+    pd.DataFrame(rows).to_csv(tmp_path / "concentration.csv", index=False)
+    got = q("ns.appa2.log_n_dependence", tmp_path)
+    assert set(got) == {"Eq 12 norms", "Eq 16 distances"}
+    np.testing.assert_allclose(got["Eq 12 norms"], [1.0, 1.0, 1.0], atol=0.1)  # K ∝ √N
+    np.testing.assert_allclose(got["Eq 16 distances"], [0.0, 0.0, 0.0], atol=0.1)  # K ∝ log N
+    verdict = evidence.judge(claims.claim("ns.appa2.log_n_dependence"),
+                             quantities={"ns.appa2.log_n_dependence": got})
+    assert verdict["verdict"] == "contradicted"  # one check grows like a power of N
+    one_N = pd.DataFrame(rows)
+    one_N[one_N["N"] == 72].to_csv(tmp_path / "concentration.csv", index=False)
+    assert q("ns.appa2.log_n_dependence", tmp_path) is None  # one N: the dependence is not measured

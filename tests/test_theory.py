@@ -438,15 +438,17 @@ def test_defaults_match_the_notebook_parameters_cell(name):
 
 
 def test_projected_gradients_at_several_N_equal_separate_runs_on_prefixes():
+    """Every row but the ``*_worst`` ones (random subsets, tested above) is a run on x[:N]."""
     model = seeded(MLP2, seed=3)
     x = torch.randn(12, 4, dtype=torch.float64)
     kw = dict(eps=[0.2, 0.3], repeats=2, index=1, difference="finite64", zeta=1e-6, seed=7)
     both = theory.projected_gradients(model, x, [8, 64], Ns=[5, 12], **kw)
     assert sorted(both["N"].unique()) == [5, 12]
+    prefix_rows = lambda fr: fr[~fr["metric"].str.endswith("_worst")].drop(columns="N").reset_index(drop=True)
     for N in (5, 12):
         alone = theory.projected_gradients(model, x[:N], [8, 64], **kw)
-        got = both[both["N"] == N].drop(columns="N").reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, alone.drop(columns="N"), check_exact=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(prefix_rows(both[both["N"] == N]), prefix_rows(alone),
+                                      check_exact=False, rtol=1e-9)
     summary = theory.summarize_concentration(both)
     assert set(summary["N"]) == {5, 12} and len(summary) == 2 * 3 * 2  # N x metric x eps
     for row in summary.dropna(subset=["K_all"]).itertuples():
@@ -454,3 +456,105 @@ def test_projected_gradients_at_several_N_equal_separate_runs_on_prefixes():
     assert theory.largest_N(both)["N"].unique().tolist() == [12]
     with pytest.raises(ValueError, match=r"Ns must lie in \[2, 12\]"):
         theory.projected_gradients(model, x, [8], Ns=[1, 12], **kw)
+
+
+def test_worst_rows_are_the_rms_over_subsets_of_the_smallest_eps_that_holds_them_all():
+    model = seeded(MLP2, seed=3)
+    x = torch.randn(9, 4, dtype=torch.float64)
+    frame = theory.projected_gradients(model, x, [8, 64], eps=[0.3], repeats=2, index=1, difference="finite64",
+                                       zeta=1e-6, seed=7, Ns=[4, 9], worst_subsets=5)
+    f = theory.ScalarOutput(model, 1, "logits")
+    G = theory.parameter_gradients(f, x, "features").double()
+    worst = frame[frame["metric"].str.endswith("_worst")]
+    assert len(worst) == 2 * 2 * 2 * 2  # repeats x N x K x check
+    for row in worst.itertuples():
+        emb = noise_stability_embedding(f, x, K=64, generator=torch.Generator().manual_seed(7 + row.repeat),
+                                        output="logits", zeta=1e-6, difference="finite64").double()
+        Z = emb[:, :row.K] * math.sqrt(64 / row.K)
+        subsets = theory.noise_stability._subsets(9, row.N, 5, (7, row.repeat, row.N))
+        assert subsets.shape == ((5, 4) if row.N == 4 else (1, 9))
+        maxima = []
+        for subset in subsets.tolist():  # one vector, one pair at a time
+            if row.metric == "eq12_norm_worst":
+                maxima.append(max(abs(float(Z[i].norm() / G[i].norm()) - 1) for i in subset))
+            else:
+                maxima.append(max(abs(float((Z[i] - Z[j]).norm() / (G[i] - G[j]).norm()) - 1)
+                                  for a, i in enumerate(subset) for j in subset[a + 1:]))
+        assert row.value == pytest.approx(math.sqrt(np.mean(np.square(maxima))), rel=1e-9)
+    # at N = len(x) the one subset is all of x: the value is the smallest ε that holds every vector
+    for row in worst[worst["N"] == 9].itertuples():
+        emb = noise_stability_embedding(f, x, K=64, generator=torch.Generator().manual_seed(7 + row.repeat),
+                                        output="logits", zeta=1e-6, difference="finite64").double()
+        errs = theory.projection_errors(emb[:, :row.K] * math.sqrt(64 / row.K), G)
+        check = row.metric.removesuffix("_worst")
+        if row.value < 0.999:  # ε must lie in (0, 1)
+            assert theory.concentration_fractions(errs, row.value * (1 + 1e-9))[check] == 1.0
+            assert theory.concentration_fractions(errs, row.value * (1 - 1e-6))[check] < 1.0
+
+
+def test_expected_max_sq_normal_against_simulation():
+    rng = np.random.default_rng(0)
+    assert theory.expected_max_sq_normal(1) == pytest.approx(1.0, abs=1e-9)
+    for n in (8, 276, 2556):
+        sims = (rng.standard_normal((4000, n)) ** 2).max(axis=1)
+        se = sims.std() / math.sqrt(sims.size)
+        assert abs(theory.expected_max_sq_normal(n) - sims.mean()) < 4 * se
+    with pytest.raises(ValueError, match="n = 0 is invalid"):
+        theory.expected_max_sq_normal(0)
+
+
+def _worst_frame(law, Ns=(8, 24, 72), Ks=(64, 256, 1024), repeats=3):
+    rows = []
+    for N in Ns:
+        for check, n in (("eq12_norm", N), ("eq16_distance", N * (N - 1) // 2)):
+            for r in range(repeats):
+                for K in Ks:
+                    rows.append({"N": N, "repeat": r, "K": K, "metric": f"{check}_worst", "eps": np.nan,
+                                 "value": math.sqrt(law(n) / K), "jl_K": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_log_n_power_is_zero_for_the_log_law_and_one_for_sqrt_n():
+    log_law = theory.log_n_power(_worst_frame(lambda n: 0.5 * theory.expected_max_sq_normal(n)))
+    assert set(log_law["metric"]) == {"eq12_norm", "eq16_distance"} and len(log_law) == 6
+    np.testing.assert_allclose(log_law["q"], 0.0, atol=1e-9)
+    sqrt_law = theory.log_n_power(_worst_frame(lambda n: 3.0 * math.sqrt(n)))
+    np.testing.assert_allclose(sqrt_law["b"], 0.5, atol=1e-12)
+    np.testing.assert_allclose(sqrt_law["q"], 1.0, atol=1e-9)
+    linear = theory.log_n_power(_worst_frame(lambda n: float(n)))  # K ∝ n
+    assert (linear["q"] > 1.5).all()
+    with pytest.raises(ValueError, match="two or more N"):
+        theory.log_n_power(_worst_frame(lambda n: 1.0, Ns=(8,)))
+    with pytest.raises(ValueError, match="no K >= k_min = 64"):
+        theory.log_n_power(_worst_frame(lambda n: 1.0, Ks=(4, 16)))
+
+
+def test_log_n_power_of_true_gaussian_projections_is_the_log_law():
+    """Random vectors and Gaussian projections (the Johnson-Lindenstrauss setting itself),
+    through the estimator the notebook uses: q is unbiased for the log law, and the claim's
+    rule (q within ±1/2, TOST over 20 repeats) finds it."""
+    from alstudy.evidence import claims, verdicts
+    from alstudy.theory.noise_stability import _deviations, _pair_matrices, _subsets, _worst_rms
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for r in range(20):
+        G = torch.from_numpy(rng.standard_normal((72, 400)))
+        R = torch.from_numpy(rng.standard_normal((400, 1024)))
+        for K in (64, 256, 1024):
+            dev = _deviations(_pair_matrices(G @ R[:, :K] / math.sqrt(K)), _pair_matrices(G))
+            for N in (8, 24, 72):
+                for metric, value in _worst_rms(*dev, _subsets(72, N, 32, (0, r, N))).items():
+                    rows.append({"N": N, "repeat": r, "K": K, "metric": metric, "value": value})
+    power = theory.log_n_power(pd.DataFrame(rows))
+    threshold = claims.claim("ns.appa2.log_n_dependence").compare.threshold
+    for check, grp in power.groupby("metric"):
+        mean, se = grp["q"].mean(), grp["q"].std() / math.sqrt(len(grp))
+        assert abs(mean) < 3 * se, (check, mean, se)
+        assert verdicts.check_threshold(grp["q"].to_numpy(), threshold)["verdict"] == "reproduced", check
+
+
+def test_log_n_power_is_nan_where_the_n_measured_cannot_tell_log_from_sqrt():
+    small = theory.log_n_power(_worst_frame(lambda n: 3.0 * math.sqrt(n), Ns=(3, 6)))
+    norms = small[small["metric"] == "eq12_norm"]
+    assert (norms["b_log"] > 0.4).all() and norms["q"].isna().all()

@@ -221,6 +221,21 @@ def _concentration_ratios(run_dir: Path, metric: str) -> Any:
     return out or None
 
 
+@quantity("ns.appa2.log_n_dependence")
+def _ns_log_n(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
+    """Per check (Eq 12 norms, Eq 16 distances): per repeat, q of
+    :func:`alstudy.theory.log_n_power`: 0 when the K needed grows like log N, 1 like √n."""
+    from ..theory import log_n_power  # lazy: theory imports torch
+
+    frame = _csv(run_dir, "concentration.csv")
+    if frame is None or "N" not in frame or frame["N"].nunique() < 2 \
+            or not frame["metric"].str.endswith("_worst").any():
+        return None
+    power = log_n_power(frame)
+    names = {"eq12_norm": "Eq 12 norms", "eq16_distance": "Eq 16 distances"}
+    return {names[m]: g.sort_values("repeat")["q"].to_numpy(float) for m, g in power.groupby("metric")}
+
+
 @quantity("ns.eq12.concentration_norm")
 def _ns_eq12(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
     """Per ε: K_all / K_JL for the norms (Eq 12)."""

@@ -21,7 +21,7 @@ from ..strategies.noise_stability import (DIFFERENCES, noise_stability_embedding
 from .. import models as models_mod
 from ._common import _MAX_ELEMENTS, _cast, _corr_row, _work_copy, fit_loglog_slope
 
-__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "largest_N", "BadgeLink", "badge_link"]
+__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "largest_N", "expected_max_sq_normal", "log_n_power", "BadgeLink", "badge_link"]
 
 
 class _Output(nn.Module):
@@ -557,12 +557,38 @@ def concentration_fractions(errors: dict[str, torch.Tensor], eps: float) -> dict
     }
 
 
+def _deviations(z: tuple[torch.Tensor, ...], g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """|‖z_i‖/‖g_i‖ − 1| ``[N]`` and |‖z_i − z_j‖/‖g_i − g_j‖ − 1| ``[N, N]`` (zero diagonal) from
+    the :func:`_pair_matrices` of Z and G."""
+    (nz, dz, _), (ng, dg, _) = z, g
+    same = dg == 0  # the diagonal (and duplicate inputs): preserved exactly, deviation 0
+    dist = torch.where(same, 0.0, (dz / dg.masked_fill(same, 1.0) - 1).abs())
+    return (nz / ng - 1).abs(), dist
+
+
+def _subsets(n_all: int, n: int, count: int, seed: Sequence[int]) -> torch.Tensor:
+    """``[count, n]`` random n-subsets of range(n_all) (``[1, n_all]``, all of it, at n = n_all)."""
+    if n == n_all:
+        return torch.arange(n_all)[None]
+    rng = np.random.default_rng(list(seed))
+    return torch.from_numpy(np.stack([rng.permutation(n_all)[:n] for _ in range(count)]))
+
+
+def _worst_rms(norm_dev: torch.Tensor, dist_dev: torch.Tensor, subsets: torch.Tensor) -> dict[str, float]:
+    """Root mean square over ``subsets`` ``[S, N]`` of each subset's largest norm and distance
+    deviation (:func:`_deviations`): the smallest ε that holds for all N norms / all pairs."""
+    norms = norm_dev[subsets].amax(dim=1)  # [S]
+    dists = dist_dev[subsets[:, :, None], subsets[:, None, :]].amax(dim=(1, 2))  # [S]
+    return {"eq12_norm_worst": float(norms.square().mean().sqrt()),
+            "eq16_distance_worst": float(dists.square().mean().sqrt())}
+
+
 def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
                         eps: Sequence[float] = (0.1, 0.2, 0.3), repeats: int = 2,
                         index: int = 0, scalar: str = "logits", part: str = "features",
                         include_bias: bool = True, difference: str = "finite64",
-                        zeta: float = 1e-3, seed: int = 0, Ns: Sequence[int] | None = None
-                        ) -> pd.DataFrame:
+                        zeta: float = 1e-3, seed: int = 0, Ns: Sequence[int] | None = None,
+                        worst_subsets: int = 32) -> pd.DataFrame:
     """Eq 7, 8 (expectations) and Eq 12, 16, 17 (concentration) for a scalar output f.
 
     f is column ``index`` of the model's ``scalar`` output (:class:`ScalarOutput`), Δẑ its
@@ -584,12 +610,17 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
         zeta: Noise scale ζ.
         seed: Base noise seed.
         Ns: Numbers of inputs, each in [2, len(x)] (default: all of ``x``).
+        worst_subsets: Random N-subsets of ``x`` per repeat over which the ``*_worst`` rows
+            average (one, all of ``x``, at N = len(x)).
 
     Returns:
         Tidy rows ``N, repeat, K, metric, eps, value, jl_K``: ``metric`` in ``eq12_norm``,
         ``eq16_distance``, ``eq17_cosine`` (fraction within ε; ``jl_K`` = :func:`jl_min_K` for
-        the number of vectors involved) and ``eq7_sqdist_rms``, ``eq8_inner_rms`` (RMS errors;
-        ``eps``/``jl_K`` empty).
+        the number of vectors involved), ``eq12_norm_worst``, ``eq16_distance_worst`` (the largest
+        distortion |ratio − 1| among the N norms or the N(N−1)/2 distances, the smallest ε that
+        holds for all of them, as a root mean square over ``worst_subsets`` random N-subsets of
+        ``x``: :func:`_worst_rms`) and ``eq7_sqdist_rms``, ``eq8_inner_rms`` (RMS errors); ``eps`` and
+        ``jl_K`` are empty for the last four.
 
     Raises:
         ValueError: Fewer than two inputs, an N outside [2, len(x)], or a bad ε.
@@ -611,6 +642,8 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
                                         **_ns_kwargs(part, include_bias, "logits", zeta, difference))
         emb = emb.double()  # [N_all, K_max]
         z_pairs = {K: _pair_matrices(emb[:, :K] * math.sqrt(K_max / K)) for K in Ks}  # Eq 2 scaling
+        deviations = {K: _deviations(z_pairs[K], g_pairs) for K in Ks}
+        subsets = {N: _subsets(N_all, N, worst_subsets, (seed, r, N)) for N in Ns}
         for N in Ns:
             P = N * (N - 1) // 2
             counts = {"eq12_norm": N, "eq16_distance": P, "eq17_cosine": 2 * P}
@@ -621,6 +654,8 @@ def projected_gradients(model: nn.Module, x: torch.Tensor, Ks: Sequence[int], *,
                     for metric, frac in concentration_fractions(errs, float(e)).items():
                         rows.append({**base, "metric": metric, "eps": float(e), "value": frac,
                                      "jl_K": jl_min_K(float(e), counts[metric])})
+                for metric, value in _worst_rms(*deviations[K], subsets[N]).items():
+                    rows.append({**base, "metric": metric, "eps": np.nan, "value": value, "jl_K": np.nan})
                 rows.append({**base, "metric": "eq7_sqdist_rms", "eps": np.nan,
                              "value": float(errs["sqdist_rel"].square().mean().sqrt()), "jl_K": np.nan})
                 rows.append({**base, "metric": "eq8_inner_rms", "eps": np.nan,
@@ -663,6 +698,70 @@ def summarize_concentration(frame: pd.DataFrame) -> pd.DataFrame:
                      "jl_K": int(grp["jl_K"].iloc[0]),
                      "C_empirical": K_all * eps**2 / math.log(N) if N > 1 else np.nan,
                      "min_fraction_at_max_K": float(worst.iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def expected_max_sq_normal(n: int) -> float:
+    """``E[max_{i ≤ n} Z_i²]`` for n independent standard normals: ``∫₀^∞ 1 − erf(√(t/2))ⁿ dt``.
+
+    The squared largest of n independent Gaussian errors; it grows like ``2 log n``, the log N
+    of the Johnson–Lindenstrauss union bound (Eq 12, 16), with its exact value at small n.
+    """
+    from scipy import integrate, special
+
+    if n < 1:
+        raise ValueError(f"n = {n} is invalid; allowed: integer >= 1")
+    upper = 2.0 * math.log(n) + 80.0  # 1 − F(t)ⁿ < n·e^{−t/2} is below 1e-16 beyond it
+    return float(integrate.quad(lambda t: 1.0 - special.erf(math.sqrt(t / 2.0)) ** n, 0.0, upper,
+                                limit=200, points=[2.0 * math.log(n + 1.0)])[0])
+
+
+#: Largest b_log (:func:`log_n_power`) at which the N measured can tell log n from √n growth.
+_MAX_B_LOG = 0.4
+
+#: Check of projected_gradients' ``*_worst`` rows -> number of vectors it holds among N inputs.
+_WORST_VECTORS = {"eq12_norm": lambda N: N, "eq16_distance": lambda N: N * (N - 1) // 2}
+
+
+def log_n_power(frame: pd.DataFrame, k_min: int = 64) -> pd.DataFrame:
+    """Per repeat and check: how the K needed for a fixed ε grows with N (App. A.2.2, Remark).
+
+    A check holds n vectors among N inputs (Eq 12: the N norms; Eq 16: the N(N−1)/2 distances).
+    With ε_max(n, K)² the mean square of the largest distortion among them (``*_worst`` rows of
+    :func:`projected_gradients`) and ε_max² ∝ c(n)/K, the K needed for a fixed ε is
+    ``K_ε ∝ c(n)``; its power in n is ``b``, the least-squares slope of log ε_max² on log n at
+    a fixed K (averaged over the K ≥ ``k_min`` measured). ``b_log`` is the same slope for n
+    independent Gaussian errors (:func:`expected_max_sq_normal`), the K ∝ log n law of the
+    union bound; ``q = (b − b_log) / (1/2 − b_log)`` is 0 for growth like log N and 1 for
+    K ∝ √n. Over small n the log law itself grows almost as fast as √n (b_log near or above
+    1/2, e.g. n from 3 to 6): q is NaN where b_log > 0.4, as those N cannot tell the two apart.
+
+    Args:
+        frame: Output of :func:`projected_gradients` with at least two N.
+        k_min: Smallest K used (small K leaves the ε ∝ K^{-1/2} regime).
+
+    Returns:
+        Columns ``repeat, metric`` (``eq12_norm``, ``eq16_distance``), ``b``, ``b_log``, ``q``.
+
+    Raises:
+        ValueError: Fewer than two N, or no K ≥ ``k_min``, in the frame.
+    """
+    Ns = sorted(int(N) for N in frame["N"].unique()) if "N" in frame else []
+    if len(Ns) < 2:
+        raise ValueError(f"log_n_power needs the checks at two or more N; the frame has N = {Ns}")
+    worst = frame[frame["metric"].str.endswith("_worst") & (frame["K"] >= k_min)]
+    if worst.empty:
+        raise ValueError(f"no K >= k_min = {k_min} in the frame (K = {sorted(frame['K'].unique())})")
+    rows = []
+    for (metric, r), grp in worst.groupby(["metric", "repeat"]):
+        check = metric.removesuffix("_worst")
+        n_of = _WORST_VECTORS[check]
+        b = np.mean([fit_loglog_slope([n_of(int(N)) for N in g["N"]], g["value"] ** 2)
+                     for _, g in grp.groupby("K")])
+        n = [n_of(N) for N in Ns]
+        b_log = fit_loglog_slope(n, [expected_max_sq_normal(v) for v in n])
+        q = (b - b_log) / (0.5 - b_log) if b_log <= _MAX_B_LOG else np.nan
+        rows.append({"repeat": r, "metric": check, "b": float(b), "b_log": b_log, "q": float(q)})
     return pd.DataFrame(rows)
 
 
