@@ -316,3 +316,11 @@ def test_log_n_dependence_per_check_from_the_worst_rows(tmp_path):
     one_N = pd.DataFrame(rows)
     one_N[one_N["N"] == 72].to_csv(tmp_path / "concentration.csv", index=False)
     assert q("ns.appa2.log_n_dependence", tmp_path) is None  # one N: the dependence is not measured
+
+
+def test_kcenter_quantities_read_one_value_per_noise_seed(tmp_path):
+    assert q("ns.sec3_2.selection_equivalent_to_gradients", tmp_path) is None
+    pd.DataFrame({"repeat": [1, 0], "overlap": [0.4, 0.7], "magnitude_ratio": [1.3, 1.1]}).to_csv(
+        tmp_path / "kcenter_agreement.csv", index=False)
+    assert q("ns.sec3_2.selection_equivalent_to_gradients", tmp_path).tolist() == [0.7, 0.4]
+    assert q("ns.sec2_2.diverse_subset_prefers_large_magnitude", tmp_path).tolist() == [1.1, 1.3]

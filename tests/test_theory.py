@@ -558,3 +558,34 @@ def test_log_n_power_is_nan_where_the_n_measured_cannot_tell_log_from_sqrt():
     small = theory.log_n_power(_worst_frame(lambda n: 3.0 * math.sqrt(n), Ns=(3, 6)))
     norms = small[small["metric"] == "eq12_norm"]
     assert (norms["b_log"] > 0.4).all() and norms["q"].isna().all()
+
+
+def _farthest_first_from_origin(X, budget):
+    """Naive Gonzalez traversal: every distance recomputed from scratch at every step."""
+    X = np.asarray(X, float)
+    picks = []
+    for _ in range(budget):
+        gaps = [min([np.linalg.norm(X[i])] + [np.linalg.norm(X[i] - X[c]) for c in picks])
+                if i not in picks else -1.0 for i in range(len(X))]
+        picks.append(int(np.argmax(gaps)))
+    return picks
+
+
+def test_kcenter_agreement_against_a_naive_traversal():
+    model = seeded(MLP2, seed=3)
+    x = torch.randn(15, 4, dtype=torch.float64)
+    kw = dict(index=1, difference="finite64", zeta=1e-6, part="features", include_bias=True)
+    got = theory.kcenter_agreement(model, x, K=6, budget=4, repeats=3, seed=11, **kw)
+    assert list(got.columns) == ["repeat", "overlap", "magnitude_ratio"] and len(got) == 3
+    f = theory.ScalarOutput(model, 1, "logits")
+    G = theory.parameter_gradients(f, x, "features").double().numpy()
+    by_gradient = _farthest_first_from_origin(G, 4)
+    for row in got.itertuples():
+        Z = noise_stability_embedding(f, x, K=6, generator=torch.Generator().manual_seed(11 + row.repeat),
+                                      output="logits", zeta=1e-6, difference="finite64").double().numpy()
+        picks = _farthest_first_from_origin(Z, 4)
+        assert row.overlap == len(set(picks) & set(by_gradient)) / 4
+        norms = np.linalg.norm(Z, axis=1)
+        assert row.magnitude_ratio == pytest.approx(norms[picks[1:]].mean() / norms.mean(), rel=1e-12)
+    with pytest.raises(ValueError, match=r"budget = 15 is invalid; allowed: integer in \[2, 14\]"):
+        theory.kcenter_agreement(model, x, budget=15, **kw)

@@ -221,6 +221,26 @@ def _concentration_ratios(run_dir: Path, metric: str) -> Any:
     return out or None
 
 
+def _kcenter_column(run_dir: Path, column: str) -> Any:
+    """Per repeat: one column of ``kcenter_agreement.csv`` (:func:`alstudy.theory.kcenter_agreement`)."""
+    frame = _csv(run_dir, "kcenter_agreement.csv")
+    if frame is None:
+        return None
+    return frame.sort_values("repeat")[column].to_numpy(float)  # [repeats]
+
+
+@quantity("ns.sec3_2.selection_equivalent_to_gradients")
+def _ns_kcenter_overlap(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
+    """Per noise seed: share of the k-center picks on Δẑ that k-center on ∇θ f also picks."""
+    return _kcenter_column(run_dir, "overlap")
+
+
+@quantity("ns.sec2_2.diverse_subset_prefers_large_magnitude")
+def _ns_kcenter_magnitude(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
+    """Per noise seed: mean ‖Δẑ‖ of the k-center picks after the first over the mean of all."""
+    return _kcenter_column(run_dir, "magnitude_ratio")
+
+
 @quantity("ns.appa2.log_n_dependence")
 def _ns_log_n(run_dir: Path, params: Mapping[str, Any], claim: Claim) -> Any:
     """Per check (Eq 12 norms, Eq 16 distances): per repeat, q of

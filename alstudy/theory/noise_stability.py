@@ -21,7 +21,7 @@ from ..strategies.noise_stability import (DIFFERENCES, noise_stability_embedding
 from .. import models as models_mod
 from ._common import _MAX_ELEMENTS, _cast, _corr_row, _work_copy, fit_loglog_slope
 
-__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "largest_N", "expected_max_sq_normal", "log_n_power", "BadgeLink", "badge_link"]
+__all__ = ["ScalarOutput", "jacobian_stats", "jacobian_fro_sq", "parameter_gradients", "predicted_rel_sd", "eq6_vs_K", "summarize_eq6_K", "eq6_vs_zeta", "summarize_eq6_zeta", "zeta_regimes", "jl_min_K", "projection_errors", "concentration_fractions", "projected_gradients", "summarize_concentration", "largest_N", "expected_max_sq_normal", "log_n_power", "kcenter_agreement", "BadgeLink", "badge_link"]
 
 
 class _Output(nn.Module):
@@ -762,6 +762,53 @@ def log_n_power(frame: pd.DataFrame, k_min: int = 64) -> pd.DataFrame:
         b_log = fit_loglog_slope(n, [expected_max_sq_normal(v) for v in n])
         q = (b - b_log) / (0.5 - b_log) if b_log <= _MAX_B_LOG else np.nan
         rows.append({"repeat": r, "metric": check, "b": float(b), "b_log": b_log, "q": float(q)})
+    return pd.DataFrame(rows)
+
+
+def kcenter_agreement(model: nn.Module, x: torch.Tensor, *, K: int = 30, budget: int = 10,
+                      repeats: int = 20, index: int = 0, scalar: str = "logits",
+                      part: str = "features", include_bias: bool = True,
+                      difference: str = "finite64", zeta: float = 1e-3, seed: int = 0) -> pd.DataFrame:
+    """Greedy k-center on Δẑ against greedy k-center on the exact gradients (Sec 2.2, 3.2).
+
+    For a scalar output f (column ``index`` of ``scalar``), each repeat draws one Δẑ embedding
+    ``[N, K]`` (:func:`noise_stability_embedding`, paper options) and picks ``budget`` examples
+    by :func:`alstudy.selection.kcenter_greedy` from the origin, the NoiseStability strategy's
+    default start; the exact gradients ``∇θ f`` ``[N, n]`` are picked the same way once.
+
+    Args:
+        model: Trained ``g ∘ f`` model.
+        x: Inputs ``[N, ...]``.
+        K: Noise draws (paper: 30).
+        budget: Picks, fewer than N.
+        repeats: Independent noise seeds.
+        index, scalar, part, include_bias, difference, zeta: As in :func:`projected_gradients`.
+        seed: Base noise seed (repeat r uses ``seed + r``).
+
+    Returns:
+        One row per repeat: ``overlap`` (share of the Δẑ picks that the gradient picks contain,
+        Sec 3.2) and ``magnitude_ratio`` (mean ‖Δẑ‖ of the Δẑ picks after the first, which is
+        the largest by construction from the origin, over the mean ‖Δẑ‖ of all N, Sec 2.2).
+
+    Raises:
+        ValueError: ``budget`` not in [2, N).
+    """
+    from ..selection import kcenter_greedy
+
+    N = x.shape[0]
+    if not 2 <= budget < N:
+        raise ValueError(f"budget = {budget} is invalid; allowed: integer in [2, {N - 1}] (fewer than the {N} inputs)")
+    f = ScalarOutput(model, index, scalar)
+    G = parameter_gradients(f, x, part, include_bias=include_bias).double()  # [N, n]
+    by_gradient = set(kcenter_greedy(G, budget).tolist())
+    rows = []
+    for r in range(repeats):
+        Z = noise_stability_embedding(f, x, K=K, generator=torch.Generator().manual_seed(seed + r),
+                                      **_ns_kwargs(part, include_bias, "logits", zeta, difference)).double()
+        picks = kcenter_greedy(Z, budget).tolist()  # [budget], in pick order
+        norms = Z.norm(dim=1)  # [N]
+        rows.append({"repeat": r, "overlap": len(by_gradient.intersection(picks)) / budget,
+                     "magnitude_ratio": float(norms[picks[1:]].mean() / norms.mean())})
     return pd.DataFrame(rows)
 
 
