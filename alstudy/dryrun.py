@@ -41,6 +41,11 @@ def _first(n: int) -> Callable[[Any], Any]:
     return lambda v: v[:n] if isinstance(v, list) else v
 
 
+def _ends(v: Any) -> Any:
+    """The smallest and largest of a list (the log N check reads only K >= 64)."""
+    return [v[0], v[-1]] if isinstance(v, list) and len(v) > 1 else v
+
+
 def _at_most(n: int) -> Callable[[Any], Any]:
     return lambda v: min(v, n) if isinstance(v, int) and not isinstance(v, bool) else v
 
@@ -53,7 +58,8 @@ NOTEBOOK_CAPS: dict[str, Callable[[Any], Any]] = {
     "n_samples": _at_most(4), "n_pairs": _at_most(4), "n_badge": _at_most(6), "n_bound": _at_most(2),
     "n_margin": _at_most(4), "n_round_eval": _at_most(1),
     "repeats": _at_most(2), "pair_repeats": _at_most(1),
-    "Ks": _first(2), "pair_Ks": _first(2), "K_zeta": _at_most(2), "badge_K": _at_most(2),
+    "Ks": _first(2), "pair_Ks": _ends, "K_zeta": _at_most(2), "badge_K": _at_most(2),
+    "pair_Ns": lambda v: [2, 4] if isinstance(v, list) else v,  # several N, all within n_pairs
     "taylor_rhos": _first(1), "margin_rhos": _first(2),
     # λ₁ (Lanczos) needs about 20 Hessian-vector products at any tolerance; tighter ones need more
     "eig_tol": lambda v: max(v, 1e-2) if isinstance(v, float) else v,
