@@ -324,3 +324,10 @@ def test_kcenter_quantities_read_one_value_per_noise_seed(tmp_path):
         tmp_path / "kcenter_agreement.csv", index=False)
     assert q("ns.sec3_2.selection_equivalent_to_gradients", tmp_path).tolist() == [0.7, 0.4]
     assert q("ns.sec2_2.diverse_subset_prefers_large_magnitude", tmp_path).tolist() == [1.1, 1.3]
+
+
+def test_log_n_dependence_is_not_computed_without_a_large_enough_k(tmp_path):
+    rows = [{"N": N, "repeat": 0, "K": 16, "metric": "eq12_norm_worst", "eps": np.nan, "value": 0.3, "jl_K": np.nan}
+            for N in (8, 24)]
+    pd.DataFrame(rows).to_csv(tmp_path / "concentration.csv", index=False)
+    assert q("ns.appa2.log_n_dependence", tmp_path) is None

@@ -752,14 +752,16 @@ def log_n_power(frame: pd.DataFrame, k_min: int = 64) -> pd.DataFrame:
     worst = frame[frame["metric"].str.endswith("_worst") & (frame["K"] >= k_min)]
     if worst.empty:
         raise ValueError(f"no K >= k_min = {k_min} in the frame (K = {sorted(frame['K'].unique())})")
+    b_logs = {}  # check -> b_log, one integral per n
+    for check, n_of in _WORST_VECTORS.items():
+        n = [n_of(N) for N in Ns]
+        b_logs[check] = fit_loglog_slope(n, [expected_max_sq_normal(v) for v in n])
     rows = []
     for (metric, r), grp in worst.groupby(["metric", "repeat"]):
         check = metric.removesuffix("_worst")
-        n_of = _WORST_VECTORS[check]
+        n_of, b_log = _WORST_VECTORS[check], b_logs[check]
         b = np.mean([fit_loglog_slope([n_of(int(N)) for N in g["N"]], g["value"] ** 2)
                      for _, g in grp.groupby("K")])
-        n = [n_of(N) for N in Ns]
-        b_log = fit_loglog_slope(n, [expected_max_sq_normal(v) for v in n])
         q = (b - b_log) / (0.5 - b_log) if b_log <= _MAX_B_LOG else np.nan
         rows.append({"repeat": r, "metric": check, "b": float(b), "b_log": b_log, "q": float(q)})
     return pd.DataFrame(rows)
