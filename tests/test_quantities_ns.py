@@ -193,6 +193,58 @@ def test_text_gate_uses_the_weakest_claim_arm_and_the_majority_rate(tmp_path):
     np.testing.assert_allclose(got, [0.62 - 0.54, 0.57 - 0.54])
 
 
+@pytest.mark.parametrize("claim_id, metric", [("ns.ext.segmentation_standin.remarkable_improvement", "miou"),
+                                               ("saal.ext.detection_standin.highest_final_map", "map50")])
+def test_ceiling_gates_take_the_weakest_arm_of_each_seed(tmp_path, claim_id, metric):
+    claim = claims.claim(claim_id)
+    arms = [claim.compare.a, *claim.compare.b]
+    rng = np.random.default_rng(1)
+    final = {(arm, seed): float(v) for arm in arms + ["not_an_arm"] for seed in range(3)
+             for v in [rng.uniform(0.2, 0.6)]}
+    final[("not_an_arm", 1)] = 0.0  # weaker than every arm, but not compared by the claim
+    rows = [_rows(arm, seed, c, metric, v if c == 2 else 0.01) for (arm, seed), v in final.items() for c in range(3)]
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp_path / "metrics.csv", index=False)
+    pd.DataFrame({"metric": [metric], "value": [0.8]}).to_csv(tmp_path / "ceiling.csv", index=False)
+    want = []
+    for seed in range(3):  # naive: every arm's last-cycle value, the smallest, over the ceiling
+        smallest = 1e9
+        for arm in arms:
+            smallest = min(smallest, final[(arm, seed)])
+        want.append(smallest / 0.8)
+    np.testing.assert_allclose(q(claim_id, tmp_path, key=f"{claim_id}:gate"), want)
+
+
+def test_a_gate_holds_back_the_comparison_until_its_interval_clears_the_bound():
+    claim = claims.claim("ns.ext.text_standin.superiority")
+    rng = np.random.default_rng(0)
+    arms = ["noise_stability", "random", "coreset", "bald", "badge"]
+    rows = [_rows(arm, seed, c, "accuracy", 0.6 + 0.02 * c + (0.1 if arm == "noise_stability" else 0.0)
+                  + 0.002 * rng.standard_normal())
+            for arm in arms for seed in range(5) for c in range(4)]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    key = f"{claim.id}:gate"
+    bound = claim.gate.threshold.value
+    clear = evidence.judge(claim, frame, quantities={key: bound + np.array([0.08, 0.09, 0.10, 0.11, 0.12])})
+    assert clear["verdict"] == "reproduced" and clear["reason"].startswith("gate passed")
+    # a mean on the passing side whose interval still reaches below the bound: held back, interval shown
+    near = bound + np.array([-0.03, 0.05, -0.02, 0.04, -0.03])
+    held = evidence.judge(claim, frame, quantities={key: near})
+    assert held["verdict"] == "inconclusive" and near.mean() > bound
+    lo, hi = _t_interval(near)
+    assert lo < bound < hi
+    assert f"interval [{lo:.4g}, {hi:.4g}], n = 5" in held["reason"]
+    assert held["reason"].endswith("the comparison alone: reproduced")
+    missing = evidence.judge(claim, frame, quantities={})
+    assert missing["verdict"] == "inconclusive" and missing["reason"].startswith("gate not computed")
+
+
+def _t_interval(x):
+    """The two-sided 95% t interval of a mean, written out."""
+    from scipy import stats as st
+    half = st.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / math.sqrt(len(x))
+    return x.mean() - half, x.mean() + half
+
+
 def test_class_rates_counts_each_split():
     ds = data.Dataset(name="t", task="classification", x_train=torch.zeros(5, 1),
                       y_train=torch.tensor([0, 0, 2, 2, 2]), x_test=torch.zeros(4, 1),

@@ -310,11 +310,19 @@ def judge(claim: Claim, frame: pd.DataFrame | None = None, *,
                              f"{out['verdict']}. {out.get('reason', '')}".strip()}
         elif gate["verdict"] != "reproduced":
             out = {**out, "verdict": "inconclusive",
-                   "reason": f"gate not passed ({claim.gate.quantity}: {gate['headline']}, "
+                   "reason": f"gate not passed ({claim.gate.quantity}: {_gate_summary(gate)}, "
                              f"verdict {gate['verdict']}); the comparison alone: {out['verdict']}"}
         else:
-            out = {**out, "reason": f"gate passed ({gate['headline']}). {out.get('reason', '')}".strip()}
+            out = {**out, "reason": f"gate passed ({_gate_summary(gate)}). {out.get('reason', '')}".strip()}
     return out
+
+
+def _gate_summary(gate: Mapping[str, Any]) -> str:
+    """A gate's headline with its interval and n, so that a mean on the passing side of the bound
+    whose interval still reaches across it reads as what it is."""
+    if gate.get("ci_low") is None or gate.get("ci_high") is None:
+        return gate["headline"]
+    return f"{gate['headline']}, interval [{gate['ci_low']:.4g}, {gate['ci_high']:.4g}], n = {gate['n']}"
 
 
 def _missing(reason: str) -> dict[str, Any]:
