@@ -79,6 +79,13 @@ def test_runs_table_counts_seeds_with_every_strategy_and_unit_hours(tmp_path):
     (run / "units" / "random__seed1.csv").write_text("")
     row = [line for line in runs_table([rec]) if line.startswith(f"| `{run}`")]
     assert row == [f"| `{run}` | `ns_regression`, `cpu` | 2 of 50 | 3 (1 copied) | 1.50 | **no** |"]
+    # the total row sums the units run in each folder and their hours, once per run folder
+    other = tmp_path / "ns_regression" / "s"
+    (other / "units").mkdir(parents=True)
+    (other / "units" / "random__seed0.json").write_text(json.dumps({"seconds": 7200, "threads": 1}))
+    (other / "units" / "random__seed0.csv").write_text("")
+    total = runs_table([rec, {**rec, "run": str(other)}])[-2]
+    assert total == "| **all 2 runs** | | | 3 run here | 3.50 | 0 complete |"
 
 
 def test_runs_table_lists_the_sibling_runs_a_claim_joined(tmp_path):

@@ -135,6 +135,7 @@ def runs_table(records) -> list[str]:
              "ran; — where a run predates per-unit records or is not a run of AL units.", "",
              "| run | notebook, preset | seeds done | units done | CPU-hours | complete |",
              "|---|---|---|---|---|---|"]
+    total_units, total_hours, n_complete = 0, 0.0, 0
     for run, notebook, preset in runs:
         folder = root / run
         spec_path = root / "params" / f"{notebook}.{preset}.yaml"
@@ -156,6 +157,11 @@ def runs_table(records) -> list[str]:
         count = f"{units} ({copied} copied)" if copied else f"{units or '—'}"
         lines.append(f"| `{run}` | `{notebook}`, `{preset}` | {seeds_done} | {count} | "
                      f"{f'{hours:.2f}' if units else '—'} | {complete} |")
+        total_units += units - copied
+        total_hours += hours
+        n_complete += complete == "yes"
+    lines.append(f"| **all {len(runs)} runs** | | | {total_units} run here | {total_hours:.2f} | "
+                 f"{n_complete} complete |")
     return lines + [""]
 
 
