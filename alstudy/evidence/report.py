@@ -117,7 +117,8 @@ def _unit_stats(run_dir: Path) -> tuple[int, int, float]:
 def runs_table(records) -> list[str]:
     """Markdown lines: every run folder behind a verdict of the section (the judged run and the
     sibling runs its claim joined), with the seeds it has of its preset's, its finished units
-    and their compute (unit seconds × threads, in hours)."""
+    and their compute (unit seconds × threads, in hours); a last row sums the units run in
+    these folders (copies not counted twice), their hours and the complete runs."""
     import yaml
 
     from .verdicts import repo_root
